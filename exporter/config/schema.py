@@ -1,0 +1,136 @@
+"""The root configuration object and its smaller sections; defaults live here."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+from exporter.config.quality import Quality
+from exporter.config.section import Section
+from exporter.config.services import Host, Service
+from exporter.config.types import Duration, read_secret
+
+Scope = Literal["read", "write", "ack", "admin"]
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class Database(Section, frozen=True):
+    """Where the service stores its tables, and how it connects."""
+
+    url: str | None = None
+    url_env: str | None = None
+    url_file: str | None = None
+    schema: str = "monitoring"
+    min_connections: int = 2
+    max_connections: int = 10
+    connect_timeout: Duration = msgspec.field(default_factory=lambda: Duration(5))
+    command_timeout: Duration = msgspec.field(default_factory=lambda: Duration(30))
+    acquire_timeout: Duration = msgspec.field(default_factory=lambda: Duration(5))
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        read_secret(self, "url", "url_env", "url_file", required=False)
+        if not _SCHEMA_NAME.match(self.schema):
+            raise ValueError("schema: must be a lower-case SQL identifier")
+        if not 1 <= self.min_connections <= self.max_connections:
+            raise ValueError("min_connections: must be between 1 and max_connections")
+
+
+class Web(Section, frozen=True):
+    """The HTTP listener and its request limits."""
+
+    listen_address: str = ":9810"
+    metrics_auth: bool = False
+    max_body_bytes: int = 1 << 20
+    alertmanager_max_body_bytes: int = 32 << 20
+    performance_logs_max_body_bytes: int = 64 << 20
+    shutdown_timeout: Duration = msgspec.field(default_factory=lambda: Duration(15))
+
+    def __post_init__(self) -> None:
+        _, sep, port = self.listen_address.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("listen_address: expected HOST:PORT or :PORT")
+        if self.alertmanager_max_body_bytes < 16 << 20:
+            raise ValueError("alertmanager_max_body_bytes: must be at least 16 MiB")
+
+
+class Token(Section, frozen=True):
+    """A bearer token and the scopes it grants."""
+
+    name: str
+    token: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    scopes: list[Scope] = msgspec.field(default_factory=lambda: ["read"])
+
+    def __post_init__(self) -> None:
+        read_secret(self, "token", "token_env", "token_file", required=True)
+
+
+class Auth(Section, frozen=True):
+    """API authentication: bearer tokens with scopes."""
+
+    tokens: list[Token] = msgspec.field(default_factory=list)
+    disabled: bool = False
+
+
+class Alerts(Section, frozen=True):
+    """The Alertmanager bridge."""
+
+    alertmanager_url: str | None = None
+    silence_duration: Duration = msgspec.field(default_factory=lambda: Duration(24 * 3600))
+    request_timeout: Duration = msgspec.field(default_factory=lambda: Duration(5))
+
+
+class PerformanceLogs(Section, frozen=True):
+    """The performance-log ingest: group commit and backpressure bounds."""
+
+    batch_max_rows: int = 5000
+    batch_max_delay: Duration = msgspec.field(default_factory=lambda: Duration(0.002))
+    queue_max_rows: int = 200_000
+    queue_max_bytes: int = 128 << 20
+    max_records_per_request: int = 100_000
+    max_request_details_bytes: int = 64 << 10
+    self_instrument: bool = False
+
+
+class Retention(Section, frozen=True):
+    """How long rows are kept; removal runs in the background."""
+
+    health_metrics: Duration = msgspec.field(default_factory=lambda: Duration(30 * 86400))
+    quality_indicators: Duration = msgspec.field(default_factory=lambda: Duration(90 * 86400))
+    resolved_alerts: Duration = msgspec.field(default_factory=lambda: Duration(180 * 86400))
+    performance_logs: Duration = msgspec.field(default_factory=lambda: Duration(14 * 86400))
+    interval: Duration = msgspec.field(default_factory=lambda: Duration(3600))
+
+
+class Metrics(Section, frozen=True):
+    """Limits of the pushed series."""
+
+    series_ttl: Duration = msgspec.field(default_factory=lambda: Duration(600))
+    max_series_per_family: int = 10_000
+
+
+class Config(Section, frozen=True):
+    """The whole configuration, parsed once and never changed."""
+
+    database: Database = msgspec.field(default_factory=Database)
+    web: Web = msgspec.field(default_factory=Web)
+    auth: Auth = msgspec.field(default_factory=Auth)
+    services: list[Service] = msgspec.field(default_factory=list)
+    host: Host = msgspec.field(default_factory=Host)
+    quality: Quality = msgspec.field(default_factory=Quality)
+    alerts: Alerts = msgspec.field(default_factory=Alerts)
+    performance_logs: PerformanceLogs = msgspec.field(default_factory=PerformanceLogs)
+    retention: Retention = msgspec.field(default_factory=Retention)
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
+    demo: bool = False
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for i, service in enumerate(self.services):
+            if service.name in seen:
+                raise ValueError(f"services[{i}].name: duplicate service name {service.name!r}")
+            seen.add(service.name)

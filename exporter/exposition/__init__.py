@@ -1,0 +1,1 @@
+"""Exposition: metric families rebuilt per scrape, rendered in the Prometheus formats."""

@@ -1,0 +1,68 @@
+"""Running the service: the database to use, the listener, signals and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from exporter.config import Config
+from exporter.storage.embedded import EmbeddedPostgres
+from exporter.web.app import create_app
+from exporter.web.keys import LIFECYCLE
+
+log = logging.getLogger(__name__)
+
+
+def split_listen_address(address: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` or ``:PORT`` into (host or None for all interfaces, port)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+def with_database(dsn: str | None, data_dir: Path, run: Callable[[str], int]) -> int:
+    """Call ``run(dsn)`` with the given database, or with an embedded one started for it."""
+    if dsn:
+        return run(dsn)
+    embedded = EmbeddedPostgres(data_dir)
+    url = embedded.start()
+    try:
+        return run(url)
+    finally:
+        embedded.stop()
+
+
+async def serve(config: Config, dsn: str, listen_address: str) -> int:
+    """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0."""
+    app = create_app(config, dsn=dsn)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=config.web.shutdown_timeout.seconds,
+        access_log=None,
+    )
+    await runner.setup()
+    host, port = split_listen_address(listen_address)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    log.info("listening", extra={"address": listen_address})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        app[LIFECYCLE].draining = True
+        # cleanup stops the listener, waits for in-flight requests (their writes commit),
+        # closes WebSockets in on_shutdown, then runs the cleanup_ctx lifetimes in reverse
+        await runner.cleanup()
+        log.info("stopped")
+    return 0

@@ -1,0 +1,7 @@
+"""Routes of the alerts feature (being built in its own issue)."""
+
+from aiohttp import web
+
+
+def setup(app: web.Application) -> None:
+    """Register this feature's routes, collectors and lifetimes."""

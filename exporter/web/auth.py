@@ -1,0 +1,95 @@
+"""Bearer tokens with scopes, compared in constant time and never logged."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from exporter.config.schema import Auth, Config
+from exporter.web.errors import ApiError, Handler
+from exporter.web.keys import API, CONFIG
+
+_AUTH_KEY: web.AppKey[Tokens] = web.AppKey("auth_tokens")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: the token's name and its scopes."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        """Whether this principal holds ``scope`` (admin holds every scope)."""
+        return scope in self.scopes or "admin" in self.scopes
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+class Tokens:
+    """The configured tokens, ready for constant-time lookup."""
+
+    def __init__(self, auth: Auth) -> None:
+        self.disabled = auth.disabled
+        self._tokens = [
+            (t.token.encode(), Principal(t.name, frozenset(t.scopes)))
+            for t in auth.tokens
+            if t.token
+        ]
+
+    def find(self, presented: str) -> Principal | None:
+        """The principal of a presented token; every configured token is compared."""
+        found = None
+        candidate = presented.encode()
+        for secret, principal in self._tokens:
+            if hmac.compare_digest(secret, candidate):
+                found = principal
+        return found
+
+
+def _unauthorized(message: str, error: str | None = None) -> ApiError:
+    challenge = 'Bearer realm="monitoring-exporter"'
+    if error:
+        challenge += f', error="{error}"'
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
+
+
+def authenticate(request: web.Request, tokens: Tokens) -> Principal:
+    """The principal behind a request's bearer token, or a 401."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if not header:
+        raise _unauthorized("a bearer token is required")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise _unauthorized("use Authorization: Bearer <token>", "invalid_request")
+    principal = tokens.find(presented.strip())
+    if principal is None:
+        raise _unauthorized("the token is not valid", "invalid_token")
+    return principal
+
+
+def setup(app: web.Application, config: Config) -> None:
+    """Keep the token table on the app."""
+    app[_AUTH_KEY] = Tokens(config.auth)
+
+
+ANONYMOUS = Principal("anonymous", frozenset({"admin"}))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Check the scope a route needs; routes outside the API table need none."""
+    app = request.app
+    known, scope = app[API].scope_of(request.match_info.route)
+    if request.path == "/metrics" and app[CONFIG].web.metrics_auth:
+        known, scope = True, "read"
+    if known and scope is not None:
+        tokens = app[_AUTH_KEY]
+        principal = ANONYMOUS if tokens.disabled else authenticate(request, tokens)
+        if not principal.allows(scope):
+            raise ApiError(403, "forbidden", f"the token {principal.name!r} lacks scope {scope!r}")
+        request[PRINCIPAL] = principal
+    return await handler(request)

@@ -1,0 +1,20 @@
+"""GET /metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from exporter.web.keys import EXPOSITION
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Render every collector's current state in the format the scraper asked for."""
+    body, headers = request.app[EXPOSITION].render(
+        request.headers.get("Accept"), request.headers.get("Accept-Encoding")
+    )
+    return web.Response(body=body, headers=headers)
+
+
+def setup(app: web.Application) -> None:
+    """Add the /metrics route."""
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,145 @@
+"""Fixtures: a real PostgreSQL, one fresh database per test, and app/client factories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient, TestServer
+
+from exporter.config import Config, parse_config
+from exporter.storage.migrate import migrate
+from exporter.web.app import create_app
+from tests.support.postgres import (
+    EmbeddedServer,
+    admin_url_from_env,
+    create_database,
+    drop_database,
+    server_reachable,
+    with_database,
+)
+
+os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+
+MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser URL of a real PostgreSQL: the machine's, or an embedded one if none runs."""
+    url = admin_url_from_env()
+    if asyncio.run(server_reachable(url)):
+        yield url
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg"))
+    yield with_database(server.start(), "postgres")
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_url: str) -> Iterator[str]:
+    """A migrated database that every test's database is copied from."""
+
+    async def build() -> str:
+        url = await create_database(admin_url)
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn, "monitoring")
+        finally:
+            await conn.close()
+        return url
+
+    url = asyncio.run(build())
+    yield url.rsplit("/", 1)[1]
+    asyncio.run(drop_database(admin_url, url))
+
+
+@pytest.fixture
+async def database_url(admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test only."""
+    url = await create_database(admin_url, template=template_db)
+    yield url
+    await drop_database(admin_url, url)
+
+
+@pytest.fixture
+async def empty_database_url(admin_url: str) -> AsyncIterator[str]:
+    """A fresh database with no schema at all."""
+    url = await create_database(admin_url)
+    yield url
+    await drop_database(admin_url, url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection to this test's database, for assertions."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+def make_config(data: dict[str, Any] | None = None) -> Config:
+    """A Config from a mapping shaped like the YAML file."""
+    return parse_config(data or {})
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
+    """Start the real app on a real port; by default wait until /readyz says 200."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def make(
+        config: dict[str, Any] | Config | None = None,
+        *,
+        dsn: str | None = None,
+        wait_ready: bool = True,
+    ) -> TestClient[Any, Any]:
+        cfg = config if isinstance(config, Config) else make_config(config)
+        app = create_app(cfg, dsn=dsn or database_url)
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        if wait_ready:
+
+            async def ready() -> bool:
+                resp = await client.get("/readyz")
+                return resp.status == 200
+
+            await eventually(ready)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        await client.close()
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[dict[str, Any] | str], Path]:
+    """Write a YAML config file (from a mapping or raw text) and return its path."""
+    counter = iter(range(1_000_000))
+
+    def write(content: dict[str, Any] | str) -> Path:
+        path = tmp_path / f"config-{next(counter)}.yaml"
+        text = content if isinstance(content, str) else yaml.safe_dump(content)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write

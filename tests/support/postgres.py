@@ -1,0 +1,78 @@
+"""Real PostgreSQL for tests: the machine's server or an embedded one; a database per test."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def server_reachable(url: str) -> bool:
+    """Whether a PostgreSQL answers at ``url``."""
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+class EmbeddedServer:
+    """A test-owned PostgreSQL from the pgserver wheel, which the test may stop and start."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or restart) the server; return its URL."""
+        pgserver = importlib.import_module("pgserver")
+        self._server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        uri: str = self._server.get_uri()
+        return uri
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.cleanup()
+
+
+async def create_database(admin_url: str, template: str | None = None) -> str:
+    """Create a fresh database (optionally from a template); return its URL."""
+    name = f"mexp_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    return with_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    """Drop a database made by :func:`create_database`, closing its connections."""
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def admin_url_from_env() -> str:
+    """The server the tests use: MONITORING_TEST_DATABASE_URL or the local default."""
+    return os.environ.get("MONITORING_TEST_DATABASE_URL", DEFAULT_URL)
