@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import msgspec
-
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
+from exporter.demo import demo_config
 from exporter.log import setup_logging
 from exporter.service import serve, with_database
 from exporter.storage.embedded import default_data_dir
 from exporter.storage.migrate import migrate_url
-
-log = logging.getLogger("exporter")
 
 COMMANDS = ("serve", "check-config", "migrate")
 
@@ -82,15 +78,6 @@ def _data_dir(args: argparse.Namespace, config: Config) -> Path:
     return default_data_dir()
 
 
-def demo_config(config: Config) -> Config:
-    """The configuration with demo mode on; without tokens, auth is disabled (with a warning)."""
-    auth = config.auth
-    if not auth.tokens and not auth.disabled:
-        log.warning("demo mode without tokens: API authentication is disabled")
-        auth = msgspec.structs.replace(auth, disabled=True)
-    return msgspec.structs.replace(config, demo=True, auth=auth)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of ``python -m exporter``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -133,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         or os.environ.get("MONITORING_LISTEN_ADDRESS")
         or (config.web.listen_address)
     )
-    if args.demo:
-        config = demo_config(config)
-    return with_database(dsn, data_dir, lambda url: asyncio.run(serve(config, url, listen)))
+
+    def run(url: str) -> int:
+        cfg = demo_config(config, url, listen) if args.demo else config
+        return asyncio.run(serve(cfg, url, listen))
+
+    return with_database(dsn, data_dir, run)
