@@ -7,9 +7,11 @@ from typing import Literal
 
 import msgspec
 
+from exporter.config.alerts import Alerts
+from exporter.config.performance_logs import PerformanceLogs, Retention
 from exporter.config.quality import Quality
 from exporter.config.section import Section
-from exporter.config.services import Host, Service
+from exporter.config.services import Host, Metrics, Service
 from exporter.config.types import Duration, read_secret
 
 Scope = Literal["read", "write", "ack", "admin"]
@@ -74,43 +76,6 @@ class Auth(Section, frozen=True):
 
     tokens: list[Token] = msgspec.field(default_factory=list)
     disabled: bool = False
-
-
-class Alerts(Section, frozen=True):
-    """The Alertmanager bridge."""
-
-    alertmanager_url: str | None = None
-    silence_duration: Duration = msgspec.field(default_factory=lambda: Duration(24 * 3600))
-    request_timeout: Duration = msgspec.field(default_factory=lambda: Duration(5))
-
-
-class PerformanceLogs(Section, frozen=True):
-    """The performance-log ingest: group commit and backpressure bounds."""
-
-    batch_max_rows: int = 5000
-    batch_max_delay: Duration = msgspec.field(default_factory=lambda: Duration(0.002))
-    queue_max_rows: int = 200_000
-    queue_max_bytes: int = 128 << 20
-    max_records_per_request: int = 100_000
-    max_request_details_bytes: int = 64 << 10
-    self_instrument: bool = False
-
-
-class Retention(Section, frozen=True):
-    """How long rows are kept; removal runs in the background."""
-
-    health_metrics: Duration = msgspec.field(default_factory=lambda: Duration(30 * 86400))
-    quality_indicators: Duration = msgspec.field(default_factory=lambda: Duration(90 * 86400))
-    resolved_alerts: Duration = msgspec.field(default_factory=lambda: Duration(180 * 86400))
-    performance_logs: Duration = msgspec.field(default_factory=lambda: Duration(14 * 86400))
-    interval: Duration = msgspec.field(default_factory=lambda: Duration(3600))
-
-
-class Metrics(Section, frozen=True):
-    """Limits of the pushed series."""
-
-    series_ttl: Duration = msgspec.field(default_factory=lambda: Duration(600))
-    max_series_per_family: int = 10_000
 
 
 class Config(Section, frozen=True):

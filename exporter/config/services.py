@@ -114,3 +114,10 @@ class Host(Section, frozen=True):
     interval: Duration = msgspec.field(default_factory=lambda: Duration(15))
     mounts: list[str] = msgspec.field(default_factory=lambda: ["/"])
     thresholds: dict[str, Threshold] = msgspec.field(default_factory=dict)
+
+
+class Metrics(Section, frozen=True):
+    """Limits of the pushed series."""
+
+    series_ttl: Duration = msgspec.field(default_factory=lambda: Duration(600))
+    max_series_per_family: int = 10_000
