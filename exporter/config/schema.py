@@ -49,6 +49,9 @@ class Web(Section, frozen=True):
     alertmanager_max_body_bytes: int = 32 << 20
     performance_logs_max_body_bytes: int = 64 << 20
     shutdown_timeout: Duration = msgspec.field(default_factory=lambda: Duration(15))
+    # a WebSocket client this many events behind is disconnected (close code 1013)
+    stream_queue_size: int = 1000
+    stream_heartbeat: Duration = msgspec.field(default_factory=lambda: Duration(20))
 
     def __post_init__(self) -> None:
         _, sep, port = self.listen_address.rpartition(":")

@@ -13,7 +13,16 @@ from exporter.config import Config
 from exporter.exposition.registry import Exposition
 from exporter.exposition.self_metrics import SelfMetrics
 from exporter.storage import Database, Listener
-from exporter.web import alerts, auth, health, metrics, performance_logs, probes, quality
+from exporter.web import (
+    alerts,
+    auth,
+    health,
+    metrics,
+    performance_logs,
+    probes,
+    quality,
+    stream,
+)
 from exporter.web.api import Api
 from exporter.web.background import background
 from exporter.web.errors import Handler, error_middleware
@@ -114,7 +123,7 @@ def create_app(config: Config, *, dsn: str) -> web.Application:
     probes.setup(app)
     metrics.setup(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
-    for feature in (health, alerts, performance_logs, quality):
+    for feature in (health, alerts, performance_logs, quality, stream):
         feature.setup(app)
     return app
 

@@ -1,0 +1,1 @@
+"""The domain model: pure rules and plain data, no I/O."""

@@ -1,0 +1,183 @@
+"""The WebSocket stream: live changes, replay after a cursor, filters, slow clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from exporter.web.stream import HUB
+from tests.conftest import MakeClient, eventually
+
+OPEN = {"auth": {"disabled": True}}
+INSERT_HEALTH = (
+    "INSERT INTO monitoring.system_health_metrics (service_name, metric_type, value, status)"
+    " VALUES ($1, 'cpu', $2, 'healthy') RETURNING id"
+)
+
+
+async def next_event(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.TEXT or msg.type == aiohttp.WSMsgType.BINARY, msg
+    event: dict[str, Any] = msg.json()
+    return event
+
+
+async def subscribe(
+    client: TestClient[Any, Any], message: dict[str, Any]
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await client.ws_connect("/api/v1/stream")
+    await ws.send_json({"type": "subscribe", **message})
+    return ws
+
+
+async def wait_subscribed(client: TestClient[Any, Any]) -> None:
+    """Wait until the server has registered the subscription (replay done, writer running)."""
+    hub = client.app[HUB]
+
+    async def registered() -> bool:
+        return bool(hub.subscribers) and all(s.writer is not None for s in hub.subscribers)
+
+    await eventually(registered, timeout=5, interval=0.01)
+
+
+async def test_live_inserts_arrive_as_events(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    client = await make_client(OPEN)
+    ws = await subscribe(client, {"channels": ["health_metrics"]})
+    await wait_subscribed(client)
+    row_id = await db.fetchval(INSERT_HEALTH, "api", 0.25)
+    event = await next_event(ws)
+    assert event["type"] == "event"
+    assert event["channel"] == "health_metrics"
+    assert event["op"] == "insert"
+    assert event["cursor"] == str(row_id)
+    assert event["data"]["service_name"] == "api"
+    assert event["data"]["value"] == 0.25
+    assert event["data"]["metadata"] == {}
+    await ws.close()
+
+
+async def test_after_a_cursor_the_missed_changes_are_replayed_first(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    client = await make_client(OPEN)
+    ids = [await db.fetchval(INSERT_HEALTH, "api", float(i)) for i in range(4)]
+    ws = await subscribe(
+        client, {"channels": ["health_metrics"], "after": {"health_metrics": str(ids[1])}}
+    )
+    assert [(await next_event(ws))["cursor"] for _ in range(2)] == [str(ids[2]), str(ids[3])]
+    await wait_subscribed(client)
+    live = await db.fetchval(INSERT_HEALTH, "api", 9.0)
+    assert (await next_event(ws))["cursor"] == str(live)
+    await ws.close()
+
+
+async def test_alert_acknowledgement_is_a_change_too(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    client = await make_client(OPEN)
+    ws = await subscribe(client, {"channels": ["system_alerts"], "filter": {"severity": ["high"]}})
+    await wait_subscribed(client)
+    async with db.transaction():
+        alert_id = await db.fetchval(
+            "INSERT INTO monitoring.system_alerts (fingerprint, alert_type, severity, title, source, starts_at)"
+            " VALUES ('f', 'performance', 'high', 'slow', 'api', now()) RETURNING id"
+        )
+        await db.execute(
+            "INSERT INTO monitoring.system_alert_events (alert_id, to_status, actor) VALUES ($1, 'active', 'api')",
+            alert_id,
+        )
+    async with db.transaction():
+        await db.execute(
+            "UPDATE monitoring.system_alerts SET status = 'acknowledged', acknowledged_at = now(),"
+            " acknowledged_by = 'ann' WHERE id = $1",
+            alert_id,
+        )
+        await db.execute(
+            "INSERT INTO monitoring.system_alert_events (alert_id, from_status, to_status, actor)"
+            " VALUES ($1, 'active', 'acknowledged', 'ann')",
+            alert_id,
+        )
+    created, acked = await next_event(ws), await next_event(ws)
+    # each event carries the lifecycle change, and the row as it is now
+    assert (created["op"], created["data"]["event"]["to_status"]) == ("insert", "active")
+    assert (acked["op"], acked["data"]["event"]["to_status"]) == ("update", "acknowledged")
+    assert acked["data"]["acknowledged_by"] == "ann"
+    # a reconnecting client that saw the creation gets the acknowledgement replayed
+    again = await subscribe(
+        client, {"channels": ["system_alerts"], "after": {"system_alerts": created["cursor"]}}
+    )
+    replayed = await next_event(again)
+    assert replayed["cursor"] == acked["cursor"]
+    await ws.close()
+    await again.close()
+
+
+async def test_filters_narrow_by_service(make_client: MakeClient, db: asyncpg.Connection) -> None:
+    client = await make_client(OPEN)
+    ws = await subscribe(client, {"channels": ["health_metrics"], "filter": {"service": "db"}})
+    await wait_subscribed(client)
+    await db.fetchval(INSERT_HEALTH, "api", 1.0)
+    wanted = await db.fetchval(INSERT_HEALTH, "db", 2.0)
+    event = await next_event(ws)
+    assert event["cursor"] == str(wanted)
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe", "channels": ["nope"]},
+        {"type": "subscribe", "channels": ["health_metrics"], "after": {"health_metrics": "x"}},
+        {"type": "hello"},
+    ],
+)
+async def test_invalid_subscriptions_are_refused(
+    make_client: MakeClient, message: dict[str, Any]
+) -> None:
+    client = await make_client(OPEN)
+    ws = await client.ws_connect("/api/v1/stream")
+    await ws.send_json(message)
+    error = await ws.receive(timeout=5)
+    assert error.json()["type"] == "error"
+    closing = await ws.receive(timeout=5)
+    assert closing.type == aiohttp.WSMsgType.CLOSE
+    assert closing.data == 1008
+
+
+async def test_a_client_that_cannot_keep_up_is_closed_with_1013(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    client = await make_client({**OPEN, "web": {"stream_queue_size": 10}})
+    ws = await subscribe(client, {"channels": ["health_metrics"]})
+    await wait_subscribed(client)
+    # the client reads nothing while several MB of changes arrive
+    for _ in range(10):
+        await db.execute(
+            "INSERT INTO monitoring.system_health_metrics (service_name, metric_type, value, status, metadata)"
+            " SELECT 'api', 'cpu', i, 'healthy', jsonb_build_object('pad', repeat('x', 4000))"
+            " FROM generate_series(1, 500) i"
+        )
+    while True:
+        msg = await ws.receive(timeout=20)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            break
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == 1013
+
+
+async def test_the_stream_needs_the_read_scope(make_client: MakeClient) -> None:
+    client = await make_client(
+        {"auth": {"tokens": [{"name": "w", "token": "w", "scopes": ["write"]}]}}
+    )
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/api/v1/stream")
+    assert info.value.status == 401
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/api/v1/stream", headers={"Authorization": "Bearer w"})
+    assert info.value.status == 403
