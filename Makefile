@@ -7,6 +7,7 @@ ARGS   ?=
 .PHONY: run test lint fmt bench clean
 
 $(BIN)/monitoring-exporter: pyproject.toml
+	@python3 -c 'import venv, ensurepip' 2>/dev/null || bash .ci/system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -18,6 +19,7 @@ run: $(BIN)/monitoring-exporter
 
 ## test: the whole test suite against a real PostgreSQL (127.0.0.1:5432, else embedded)
 test: $(BIN)/monitoring-exporter
+	@bash .ci/system-deps
 	$(BIN)/python -m pytest $(ARGS)
 
 ## lint: ruff, formatting and mypy --strict

@@ -21,15 +21,25 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 class Database(Section, frozen=True):
     """Where the service stores its tables, and how it connects."""
 
+    #: libpq URL of the service's database (else MONITORING_DATABASE_URL, else embedded)
     url: str | None = None
+    #: environment variable holding the URL
     url_env: str | None = None
+    #: file holding the URL
     url_file: str | None = None
+    #: schema that holds every table
     schema: str = "monitoring"
+    #: pool size at rest
     min_connections: int = 2
+    #: pool size at most
     max_connections: int = 10
+    #: time to open a connection
     connect_timeout: Duration = msgspec.field(default_factory=lambda: Duration(5))
+    #: longest a statement may run
     command_timeout: Duration = msgspec.field(default_factory=lambda: Duration(30))
+    #: longest a request waits for a pooled connection (then 503)
     acquire_timeout: Duration = msgspec.field(default_factory=lambda: Duration(5))
+    #: data directory of the embedded PostgreSQL (same as --data-dir)
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -43,14 +53,21 @@ class Database(Section, frozen=True):
 class Web(Section, frozen=True):
     """The HTTP listener and its request limits."""
 
+    #: HOST:PORT or :PORT to listen on
     listen_address: str = ":9810"
+    #: require a read token on /metrics
     metrics_auth: bool = False
+    #: body limit of API writes (after gzip inflation); larger is 413
     max_body_bytes: int = 1 << 20
+    #: body limit of the Alertmanager webhook (at least 16 MiB)
     alertmanager_max_body_bytes: int = 32 << 20
+    #: body limit of performance-log posts
     performance_logs_max_body_bytes: int = 64 << 20
+    #: how long in-flight requests may take after SIGTERM
     shutdown_timeout: Duration = msgspec.field(default_factory=lambda: Duration(15))
-    # a WebSocket client this many events behind is disconnected (close code 1013)
+    #: a WebSocket client this many events behind is disconnected (close code 1013)
     stream_queue_size: int = 1000
+    #: WebSocket ping interval
     stream_heartbeat: Duration = msgspec.field(default_factory=lambda: Duration(20))
 
     def __post_init__(self) -> None:
@@ -64,10 +81,15 @@ class Web(Section, frozen=True):
 class Token(Section, frozen=True):
     """A bearer token and the scopes it grants."""
 
+    #: shown in logs and 403 messages (the token never is)
     name: str
+    #: the token inline
     token: str | None = None
+    #: environment variable holding the token
     token_env: str | None = None
+    #: file holding the token
     token_file: str | None = None
+    #: read, write, ack, admin (admin holds all)
     scopes: list[Scope] = msgspec.field(default_factory=lambda: ["read"])
 
     def __post_init__(self) -> None:
@@ -77,7 +99,9 @@ class Token(Section, frozen=True):
 class Auth(Section, frozen=True):
     """API authentication: bearer tokens with scopes."""
 
+    #: bearer tokens; none means the API answers 401 unless disabled
     tokens: list[Token] = msgspec.field(default_factory=list)
+    #: serve the API without tokens (explicitly; --demo may set it)
     disabled: bool = False
 
 
@@ -94,6 +118,7 @@ class Config(Section, frozen=True):
     performance_logs: PerformanceLogs = msgspec.field(default_factory=PerformanceLogs)
     retention: Retention = msgspec.field(default_factory=Retention)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
+    #: demo mode (set by --demo)
     demo: bool = False
 
     def __post_init__(self) -> None:
