@@ -1,7 +1,469 @@
-"""Routes of the quality feature (being built in its own issue)."""
+"""Data quality over HTTP and /metrics: the push API, the list, the overview, and the checks.
 
+Handlers are short: parse → domain rules → storage → reply. The checks run in one background
+lifetime, one loop per check, each with its own timeout, each failing alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
 from aiohttp import web
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from exporter.config import Config
+from exporter.config.quality import DEFAULT_LEVELS, Check
+from exporter.demo import quality as demo
+from exporter.domain import quality as q
+from exporter.inputs.quality_checks import Measurement, run_check
+from exporter.storage import quality as storage
+from exporter.storage.sources import SourcePools
+from exporter.web.api import Route
+from exporter.web.background import background
+from exporter.web.errors import ApiError, Detail
+from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
+from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_cursor
+from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
+
+log = logging.getLogger(__name__)
+
+TABLE = "data_quality_indicators"
+MAX_COUNT = 2**63 - 1
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class LevelsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Score levels: below warning is a warning, below critical is critical."""
+
+    warning: Percent
+    critical: Percent
+
+
+class IndicatorIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A quality measurement: give ``score``, or ``total_records`` and ``valid_records``."""
+
+    source: Name
+    dataset: Name
+    dimension: q.Dimension
+    total_records: Count | None = None
+    valid_records: Count | None = None
+    score: Percent | None = None
+    issues: list[Any] = msgspec.field(default_factory=list)
+    levels: LevelsIn | None = None
+    measured_at: AwareTime | None = None
+
+
+class Indicator(msgspec.Struct, frozen=True):
+    """A stored measurement, with its table's columns."""
+
+    id: int
+    source: str
+    dataset: str
+    dimension: str
+    score: float | None
+    total_records: int | None
+    valid_records: int | None
+    status: str
+    warning_level: float | None
+    critical_level: float | None
+    check_name: str | None
+    issues: list[Any]
+    measured_at: datetime
+    created_at: datetime
+
+
+class IndicatorQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Filters of the indicator list."""
+
+    source: str | None = None
+    dataset: str | None = None
+    dimension: q.Dimension | None = None
+    since: AwareTime | None = None
+    until: AwareTime | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+class OverviewQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Only measurements since this time take part (default: all stored)."""
+
+    since: AwareTime | None = None
+
+
+IndicatorBody = IndicatorIn | list[IndicatorIn]
+_decoder: msgspec.json.Decoder[IndicatorBody] = msgspec.json.Decoder(IndicatorBody)
+
+
+@dataclass
+class CheckRun:
+    """The outcome of a check's last run, for its own gauges."""
+
+    ok: bool
+    duration: float
+    at: float
+
+
+@dataclass
+class QualityState:
+    """What the quality feature keeps in memory: the scoreboard and the checks' last runs."""
+
+    scoreboard: q.Scoreboard
+    pools: SourcePools
+    runs: dict[str, CheckRun] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+QUALITY = web.AppKey("quality", QualityState)
+
+
+# ---------------------------------------------------------------- push, list, overview
+
+
+def _validate(item: IndicatorIn, path: str) -> list[Detail]:
+    """Rules the types cannot say; ``path`` is "" or "[i]." (the item's place in the body)."""
+    problems: list[Detail] = []
+    total, valid = item.total_records, item.valid_records
+    if (total is None) != (valid is None):
+        missing = "valid_records" if valid is None else "total_records"
+        problems.append(Detail(path + missing, "total_records and valid_records go together"))
+    elif total is not None and valid is not None and valid > total:
+        problems.append(Detail(path + "valid_records", "must not exceed total_records"))
+    if item.score is None and total is None:
+        problems.append(Detail(path + "score", "give score, or total_records and valid_records"))
+    if item.levels is not None and item.levels.critical > item.levels.warning:
+        problems.append(Detail(path + "levels.critical", "must not be above warning"))
+    for name in ("source", "dataset"):
+        if "\x00" in getattr(item, name):
+            problems.append(Detail(path + name, "must not contain NUL characters"))
+    return problems
+
+
+def _new_row(item: IndicatorIn, path: str) -> storage.NewIndicator:
+    issues = msgspec.json.encode(item.issues).decode()
+    if "\\u0000" in issues:
+        raise ApiError(400, "invalid_body", "the body is not valid",
+                       [Detail(path + "issues", "must not contain NUL characters")])  # fmt: skip
+    score = item.score
+    if score is None and item.total_records is not None and item.valid_records is not None:
+        score = q.score_of(item.total_records, item.valid_records)
+    given = item.levels or DEFAULT_LEVELS
+    levels = q.Levels(given.warning, given.critical)
+    return storage.NewIndicator(
+        source=item.source,
+        dataset=item.dataset,
+        dimension=item.dimension,
+        score=score,
+        total_records=item.total_records,
+        valid_records=item.valid_records,
+        status=q.status_of(score, levels),
+        warning_level=levels.warning,
+        critical_level=levels.critical,
+        check_name=None,
+        issues_json=issues,
+        measured_at=item.measured_at,
+    )
+
+
+def _indicator(row: Any) -> Indicator:
+    values = dict(row)
+    values["issues"] = msgspec.json.decode(values["issues"])
+    return Indicator(**values)
+
+
+def _remember(state: QualityState, row: Any, weight: float, *, pushed: bool) -> None:
+    levels = q.Levels(
+        row["warning_level"] if row["warning_level"] is not None else DEFAULT_LEVELS.warning,
+        row["critical_level"] if row["critical_level"] is not None else DEFAULT_LEVELS.critical,
+    )
+    state.scoreboard.record(
+        (row["source"], row["dataset"], row["dimension"]),
+        row["check_name"] or "",
+        q.Member(row["score"], levels, weight),
+        row["measured_at"],
+        now=time.monotonic(),
+        pushed=pushed,
+    )
+
+
+async def post_indicators(request: web.Request) -> web.Response:
+    """Record one indicator or an array of them, atomically."""
+    app = request.app
+    rejected = app[SELF_METRICS].writes_rejected
+    media_type(request, ("application/json",))
+    body = await read_body(request, app[CONFIG].web.max_body_bytes)
+    try:
+        parsed = decode_json(body, IndicatorBody, decoder=_decoder)  # type: ignore[arg-type]
+        items = parsed if isinstance(parsed, list) else [parsed]
+        prefix = [f"[{i}]." for i in range(len(items))] if isinstance(parsed, list) else [""]
+        problems = [d for item, p in zip(items, prefix, strict=True) for d in _validate(item, p)]
+        if problems:
+            raise ApiError(400, "invalid_body", "the body is not valid", problems)
+        rows = [_new_row(item, p) for item, p in zip(items, prefix, strict=True)]
+    except ApiError:
+        rejected.labels(TABLE, "invalid").inc()
+        raise
+    state = app[QUALITY]
+    keys = [(r.source, r.dataset, r.dimension) for r in rows]
+    board = state.scoreboard
+    if board.new_series(keys, time.monotonic()) + len(board.series(time.monotonic())) > (
+        board.max_series
+    ):
+        rejected.labels(TABLE, "series_limit").inc(len(rows))
+        raise ApiError(
+            400,
+            "series_limit",
+            f"monitoring_data_quality_score would exceed {board.max_series} series; "
+            "nothing was stored",
+        )
+    db = app[DATABASE]
+    async with db.transaction() as conn:
+        stored = await storage.insert(conn, db.schema, rows) if rows else []
+    app[SELF_METRICS].writes_committed.labels(TABLE).inc(len(stored))
+    for row in stored:
+        _remember(state, row, 1.0, pushed=True)
+    out = [_indicator(r) for r in stored]
+    if isinstance(parsed, list):
+        return json_response(Page(out, None), status=201)
+    return json_response(out[0], status=201)
+
+
+async def list_indicators(request: web.Request) -> web.Response:
+    """Stored measurements, newest first, filtered and paginated."""
+    query = parse_query(request, IndicatorQuery)
+    after = None
+    if query.cursor is not None:
+        position = decode_cursor(query.cursor)
+        after = (position.at, position.id)
+    db = request.app[DATABASE]
+    async with db.connection() as conn:
+        rows = await storage.page(
+            conn,
+            db.schema,
+            source=query.source,
+            dataset=query.dataset,
+            dimension=query.dimension,
+            since=query.since,
+            until=query.until,
+            after=after,
+            limit=query.limit,
+        )
+    items = [_indicator(r) for r in rows]
+    return json_response(Page(items, next_cursor(rows, query.limit, "measured_at")))
+
+
+async def quality_overview(request: web.Request) -> web.Response:
+    """Latest score per source x dimension, per source, and the cross-source average."""
+    query = parse_query(request, OverviewQuery)
+    db = request.app[DATABASE]
+    weights = request.app[QUALITY].weights
+    async with db.connection() as conn:
+        rows = await storage.latest(conn, db.schema, query.since)
+    latest = [
+        q.Latest(
+            source=r["source"],
+            dataset=r["dataset"],
+            dimension=r["dimension"],
+            check_name=r["check_name"],
+            score=r["score"],
+            levels=q.Levels(
+                _or(r["warning_level"], DEFAULT_LEVELS.warning),
+                _or(r["critical_level"], DEFAULT_LEVELS.critical),
+            ),
+            measured_at=r["measured_at"],
+            weight=weights.get(r["check_name"] or "", 1.0),
+        )
+        for r in rows
+    ]
+    return json_response(q.overview(latest))
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+# ---------------------------------------------------------------- checks
+
+
+async def run_one(app: web.Application, check: Check) -> bool:
+    """Run a check once: export and store its measurement, or report its failure."""
+    state = app[QUALITY]
+    pools = state.pools
+    started = time.perf_counter()
+    try:
+        measurement = await asyncio.wait_for(
+            run_check(check, lambda s, sql, args, t: pools.fetch(s, sql, args, timeout=t)),
+            timeout=check.timeout.seconds,
+        )
+    except Exception as exc:
+        state.runs[check.name] = CheckRun(False, time.perf_counter() - started, time.time())
+        error = "timed out" if isinstance(exc, TimeoutError) else f"{exc}"
+        log.warning("quality check failed", extra={"check": check.name, "error": error})
+        return False
+    took = time.perf_counter() - started
+    await _store(app, check, measurement)
+    # reported after storing, so whoever sees the run can also read its row
+    state.runs[check.name] = CheckRun(True, took, time.time())
+    return True
+
+
+async def _store(app: web.Application, check: Check, m: Measurement) -> None:
+    levels = check.effective_levels
+    row = storage.NewIndicator(
+        source=check.source,
+        dataset=check.dataset,
+        dimension=check.dimension,
+        score=m.score,
+        total_records=m.total,
+        valid_records=m.valid,
+        status=q.status_of(m.score, q.Levels(levels.warning, levels.critical)),
+        warning_level=levels.warning,
+        critical_level=levels.critical,
+        check_name=check.name,
+        issues_json=msgspec.json.encode(m.issues).decode(),
+        measured_at=datetime.now(UTC),
+    )
+    _remember(app[QUALITY], _as_row(row), check.weight, pushed=False)
+    db = app[DATABASE]
+    try:
+        async with db.transaction() as conn:
+            await storage.insert(conn, db.schema, [row])
+    except Exception as exc:
+        # the measurement is still exported; the next run stores a fresh one
+        log.warning("quality result not stored", extra={"check": check.name, "error": f"{exc}"})
+        return
+    app[SELF_METRICS].writes_committed.labels(TABLE).inc()
+
+
+def _as_row(row: storage.NewIndicator) -> dict[str, Any]:
+    return {
+        "source": row.source,
+        "dataset": row.dataset,
+        "dimension": row.dimension,
+        "check_name": row.check_name,
+        "score": row.score,
+        "warning_level": row.warning_level,
+        "critical_level": row.critical_level,
+        "measured_at": row.measured_at,
+    }
+
+
+async def _check_loop(app: web.Application, check: Check) -> None:
+    while True:
+        await run_one(app, check)
+        await asyncio.sleep(check.interval.seconds)
+
+
+async def _run_checks(app: web.Application) -> None:
+    """Wait for the database (and the demo data), restore the last state, then run the checks."""
+    config, db = app[CONFIG], app[DATABASE]
+    await db.wait_ready()
+    if config.demo:
+        await demo.seed_demo(db)
+    await _restore(app)
+    async with asyncio.TaskGroup() as group:
+        for check in config.quality.checks:
+            group.create_task(_check_loop(app, check), name=f"quality:{check.name}")
+
+
+async def _restore(app: web.Application) -> None:
+    """Export the stored latest measurements until checks and pushers send fresh ones."""
+    state, db = app[QUALITY], app[DATABASE]
+    ttl = app[CONFIG].metrics.series_ttl.seconds
+    try:
+        async with db.connection() as conn:
+            rows = await storage.latest(conn, db.schema, datetime.now(UTC) - timedelta(seconds=ttl))
+    except Exception as exc:
+        log.warning("could not restore quality state", extra={"error": f"{exc}"})
+        return
+    for row in rows:
+        name = row["check_name"]
+        if name is None:
+            _remember(state, row, 1.0, pushed=True)
+        elif name in state.weights:
+            _remember(state, row, state.weights[name], pushed=False)
+
+
+async def _pools_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[QUALITY].pools.close()
+
+
+class QualityCollector:
+    """``monitoring_data_quality_*`` from the scoreboard, and each check's last run."""
+
+    def __init__(self, state: QualityState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """Rebuild the families from current state."""
+        labels = ["source", "dataset", "dimension"]
+        score = GaugeMetricFamily(
+            "monitoring_data_quality_score", "Data-quality score, 0-100.", labels=labels
+        )
+        status = GaugeMetricFamily(
+            "monitoring_data_quality_status",
+            "Data-quality status: 0 healthy, 1 warning, 2 critical.",
+            labels=labels,
+        )
+        for key, agg in self.state.scoreboard.series(time.monotonic()):
+            if agg.score is None:
+                continue  # undefined: no sample rather than a made-up 0 or 100
+            score.add_metric(list(key), agg.score)
+            status.add_metric(list(key), q.STATUS_CODE[agg.status])
+        ok = GaugeMetricFamily(
+            "monitoring_quality_check_success",
+            "Whether the quality check's last run succeeded (1) or failed (0).",
+            labels=["check"],
+        )
+        took = GaugeMetricFamily(
+            "monitoring_quality_check_duration_seconds",
+            "How long the quality check's last run took.",
+            labels=["check"],
+        )
+        last = GaugeMetricFamily(
+            "monitoring_quality_check_last_run_timestamp_seconds",
+            "When the quality check last ran (Unix time).",
+            labels=["check"],
+        )
+        for name, run in sorted(self.state.runs.items()):
+            ok.add_metric([name], 1.0 if run.ok else 0.0)
+            took.add_metric([name], run.duration)
+            last.add_metric([name], run.at)
+        yield from (score, status, ok, took, last)
 
 
 def setup(app: web.Application) -> None:
-    """Register this feature's routes, collectors and lifetimes."""
+    """Register the routes, the collector, the source pools and the check scheduler."""
+    config: Config = app[CONFIG]
+    state = app[QUALITY] = QualityState(
+        scoreboard=q.Scoreboard(
+            config.metrics.series_ttl.seconds, config.metrics.max_series_per_family
+        ),
+        pools=SourcePools(config.quality.sources),
+        weights={c.name: c.weight for c in config.quality.checks},
+    )
+    app[EXPOSITION].add("quality", QualityCollector(state))
+    api = app[API]
+    tags = ("quality",)
+    api.add(app, Route("POST", "/api/v1/quality-indicators", post_indicators,
+                       "Record one quality indicator or an array of them", "write",
+                       body=IndicatorBody, response=Indicator, status=201, tags=tags))  # fmt: skip
+    api.add(app, Route("GET", "/api/v1/quality-indicators", list_indicators,
+                       "List quality indicators, newest first", "read",
+                       query=IndicatorQuery, response=Page[Indicator], tags=tags))  # fmt: skip
+    api.add(app, Route("GET", "/api/v1/quality/overview", quality_overview,
+                       "Latest score per source and dimension, per source, and overall", "read",
+                       query=OverviewQuery, response=q.Overview, tags=tags))  # fmt: skip
+    app.cleanup_ctx.append(_pools_ctx)
+    if config.quality.checks or config.demo:
+        app.cleanup_ctx.append(background("quality-checks", _run_checks))
