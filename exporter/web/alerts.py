@@ -1,7 +1,557 @@
-"""Routes of the alerts feature (being built in its own issue)."""
+"""The alert bridge's routes: the Alertmanager webhook, manual alerts and their lifecycle.
 
+Also its lifetimes (group-commit writer, counts refresher, auto-resolve, the Alertmanager
+client, demo incidents) and its collectors (``monitoring_alerts`` and the webhook counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import aiohttp
+import msgspec
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from exporter.config.types import parse_duration
+from exporter.domain import alert as lifecycle
+from exporter.inputs import alertmanager as webhook
+from exporter.outputs.silences import SilenceError, Silences
+from exporter.storage import StorageUnavailable
+from exporter.storage import alerts as storage
+from exporter.web.api import Route
+from exporter.web.auth import PRINCIPAL
+from exporter.web.background import background
+from exporter.web.errors import ApiError, Detail
+from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, LISTENER, SELF_METRICS
+from exporter.web.pagination import Page, decode_cursor, next_cursor
+from exporter.web.payload import (
+    decode_json,
+    json_response,
+    located,
+    media_type,
+    parse_query,
+    read_body,
+)
+
+log = logging.getLogger(__name__)
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+_MAX_ID = 2**63 - 1
+
+
+class Alert(msgspec.Struct, frozen=True):
+    """One incident: the columns of ``system_alerts``."""
+
+    id: int
+    fingerprint: str
+    alert_type: lifecycle.AlertType
+    severity: lifecycle.Severity
+    status: lifecycle.Status
+    title: str
+    description: str | None
+    service_name: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    source: lifecycle.Source
+    generator_url: str | None
+    starts_at: datetime
+    ends_at: datetime | None
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    auto_resolve: bool
+    auto_resolve_at: datetime | None
+    silence_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AlertEvent(msgspec.Struct, frozen=True):
+    """One lifecycle change of an incident."""
+
+    id: int
+    from_status: lifecycle.Status | None
+    to_status: lifecycle.Status
+    actor: str
+    note: str | None
+    at: datetime
+
+
+class AlertWithEvents(Alert, frozen=True):
+    """An incident and its history, oldest change first."""
+
+    events: list[AlertEvent] = []
+
+
+class NewAlert(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A manual alert (the seed's ``createAlert``); ``auto_resolve_after`` is e.g. ``30m``."""
+
+    title: Text
+    severity: lifecycle.Severity
+    alert_type: lifecycle.AlertType
+    service: Name | None = None
+    description: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
+    labels: dict[str, str] = {}
+    auto_resolve_after: str | float | None = None
+
+
+class Acknowledge(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who acknowledges, and why (optional)."""
+
+    by: Name
+    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class Resolve(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who resolves, and a note."""
+
+    by: Name
+    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class AlertQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Filters of ``GET /api/v1/alerts`` (status, severity, alert_type may repeat)."""
+
+    status: list[lifecycle.Status] | lifecycle.Status | None = None
+    severity: list[lifecycle.Severity] | lifecycle.Severity | None = None
+    alert_type: list[lifecycle.AlertType] | lifecycle.AlertType | None = None
+    service: str | None = None
+    since: AwareTime | None = None
+    until: AwareTime | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    cursor: str | None = None
+
+
+class WebhookReceipt(msgspec.Struct, frozen=True):
+    """What a notification did once committed."""
+
+    alerts: int
+    opened: int
+    resolved: int
+    duplicates: int
+
+
+class BridgeMetrics:
+    """Counters of the webhook and of the Alertmanager client (the exporter's own behaviour)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        prefix = "monitoring_alertmanager_"
+        self.notifications = Counter(
+            prefix + "notifications_received", "Webhook notifications received.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.notifications_rejected = Counter(
+            prefix + "notifications_rejected", "Webhook notifications not stored, by reason.",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+        self.alerts = Counter(
+            prefix + "alerts_received", "Alerts received in webhook notifications, by status.",
+            ["status"], registry=self.registry,
+        )  # fmt: skip
+        self.alerts_rejected = Counter(
+            prefix + "alerts_rejected", "Alerts in notifications that were rejected.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.duplicates = Counter(
+            prefix + "alerts_duplicate",
+            "Alerts that changed nothing (redeliveries, HA duplicates, firing repeats).",
+            registry=self.registry,
+        )  # fmt: skip
+        self.silences = Counter(
+            prefix + "silence_requests", "Requests to Alertmanager's silence API, by result.",
+            ["operation", "result"], registry=self.registry,
+        )  # fmt: skip
+
+
+@dataclass
+class Bridge:
+    """The feature's state on the app."""
+
+    writer: storage.AlertWriter
+    metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
+    counts: dict[tuple[str, str], int] | None = None
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    silences: Silences | None = None
+
+
+BRIDGE = web.AppKey("alert_bridge", Bridge)
+
+
+class AlertCounts:
+    """``monitoring_alerts{status,severity}`` from the cached counts; every pair is present."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+
+    def collect(self) -> Iterator[Metric]:
+        """The counts as of the last refresh (nothing until the first one)."""
+        counts = self.bridge.counts
+        if counts is None:
+            return
+        family = GaugeMetricFamily(
+            "monitoring_alerts", "Incidents currently in each state.", labels=["status", "severity"]
+        )
+        for status in lifecycle.STATUSES:
+            for severity in lifecycle.SEVERITIES:
+                family.add_metric([status, severity], counts.get((status, severity), 0))
+        yield family
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    """``POST /api/v1/alertmanager``: store a notification; 200 once it is committed."""
+    bridge = request.app[BRIDGE]
+    bridge.metrics.notifications.inc()
+    try:
+        notification = await _parse_notification(request)
+    except ApiError as exc:
+        bridge.metrics.notifications_rejected.labels(exc.code).inc()
+        request.app[SELF_METRICS].writes_rejected.labels("system_alerts", exc.code).inc()
+        raise
+    records = [webhook.to_record(a) for a in notification.alerts]
+    resolved = sum(r.signal == "resolved" for r in records)
+    bridge.metrics.alerts.labels("firing").inc(len(records) - resolved)
+    bridge.metrics.alerts.labels("resolved").inc(resolved)
+    try:
+        outcome = await bridge.writer.write(records)
+    except StorageUnavailable:
+        bridge.metrics.notifications_rejected.labels("storage_unavailable").inc()
+        raise
+    bridge.metrics.duplicates.inc(outcome.duplicates)
+    bridge.dirty.set()
+    if outcome.changed:
+        request.app[SELF_METRICS].writes_committed.labels("system_alerts").inc(len(outcome.changed))
+    for change in outcome.changed:
+        if change.status == "resolved" and change.silence_id:
+            await _expire_silence(request.app, change.silence_id)
+    opened = sum(c.inserted for c in outcome.changed)
+    return json_response(
+        WebhookReceipt(len(records), opened, len(outcome.changed) - opened, outcome.duplicates)
+    )
+
+
+async def _parse_notification(request: web.Request) -> webhook.Notification:
+    media_type(request, ("application/json",))
+    body = await read_body(request, request.app[CONFIG].web.alertmanager_max_body_bytes)
+    try:
+        notification = webhook.decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_body", "the body is not valid", [located(exc)]) from None
+    except msgspec.DecodeError as exc:
+        bad = webhook.unrepresentable(body)
+        if bad is not None:
+            raise ApiError(400, "invalid_body", "the body is not valid", [Detail(*bad)]) from None
+        raise ApiError(400, "malformed_json", "the body is not well-formed JSON",
+                       [Detail("(body)", str(exc))]) from None  # fmt: skip
+    problems = webhook.problems(notification)
+    if problems:
+        request.app[BRIDGE].metrics.alerts_rejected.inc(len(notification.alerts))
+        details = [Detail(path, message) for path, message in problems[:20]]
+        raise ApiError(400, "invalid_body", "the body holds values that cannot be stored", details)
+    return notification
+
+
+async def create_alert(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts``: a manual incident, source ``api``."""
+    media_type(request, ("application/json",))
+    body = decode_json(await read_body(request, request.app[CONFIG].web.max_body_bytes), NewAlert)
+    after = _seconds(body.auto_resolve_after)
+    texts = [("title", body.title), ("service", body.service), ("description", body.description)]
+    texts += [(f"labels.{k}", k + v) for k, v in body.labels.items()]
+    bad = [
+        Detail(path, "contains a NUL character (\\u0000)") for path, t in texts if t and "\x00" in t
+    ]
+    if bad:
+        raise ApiError(400, "invalid_body", "the body holds values that cannot be stored", bad)
+    principal = request.get(PRINCIPAL)
+    row = await storage.create_alert(
+        request.app[DATABASE],
+        f"api-{uuid.uuid4().hex}",
+        (body.alert_type, body.severity, body.title, body.description, body.service,
+         msgspec.json.encode(body.labels).decode()),
+        after,
+        principal.name if principal else "api",
+    )  # fmt: skip
+    request.app[SELF_METRICS].writes_committed.labels("system_alerts").inc()
+    request.app[BRIDGE].dirty.set()
+    return json_response(msgspec.convert(row, Alert), status=201)
+
+
+def _seconds(value: str | float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_body", "the body is not valid",
+                       [Detail("auto_resolve_after", str(exc))]) from None  # fmt: skip
+    if not 0 < seconds <= 366 * 86400:
+        raise ApiError(400, "invalid_body", "the body is not valid",
+                       [Detail("auto_resolve_after", "must be between 0 and 366d")])  # fmt: skip
+    return seconds
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """``GET /api/v1/alerts``: newest first, filtered, one page."""
+    query = parse_query(request, AlertQuery)
+    after = None
+    if query.cursor:
+        position = decode_cursor(query.cursor)
+        after = (position.at, position.id)
+    filters: dict[str, Any] = {
+        "status": _as_list(query.status),
+        "severity": _as_list(query.severity),
+        "alert_type": _as_list(query.alert_type),
+        "service": query.service,
+        "since": query.since,
+        "until": query.until,
+    }
+    rows = await storage.list_alerts(request.app[DATABASE], filters, after, query.limit)
+    items = [msgspec.convert(r, Alert) for r in rows]
+    return json_response(Page(items, next_cursor(rows, query.limit, "starts_at")))
+
+
+def _as_list(value: str | list[Any] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+async def get_alert(request: web.Request) -> web.Response:
+    """``GET /api/v1/alerts/{id}``: one incident with its event history."""
+    found = await storage.get_alert(request.app[DATABASE], _alert_id(request))
+    if found is None:
+        raise _not_found(request)
+    row, events = found
+    return json_response(msgspec.convert({**row, "events": events}, AlertWithEvents))
+
+
+async def acknowledge_alert(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved."""
+    alert_id = _alert_id(request)
+    body = decode_json(await _small_body(request), Acknowledge)
+    now = datetime.now(UTC)
+    row = await _change(
+        request, alert_id, lambda i: lifecycle.acknowledge(i, body.by, now, body.note)
+    )
+    silences = request.app[BRIDGE].silences
+    # an acknowledged incident without a silence retries one that failed before
+    if (
+        silences
+        and row["status"] == "acknowledged"
+        and row["source"] == "alertmanager"
+        and row["silence_id"] is None
+    ):
+        row["silence_id"] = await _create_silence(request.app, silences, row, body.by)
+    return json_response(msgspec.convert(row, Alert))
+
+
+async def resolve_alert(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/{id}/resolve``: idempotent; expires the incident's silence."""
+    alert_id = _alert_id(request)
+    body = decode_json(await _small_body(request), Resolve)
+    now = datetime.now(UTC)
+    row = await _change(request, alert_id, lambda i: lifecycle.resolve(i, body.by, body.note, now))
+    return json_response(msgspec.convert(row, Alert))
+
+
+async def _change(request: web.Request, alert_id: int, operation: Any) -> dict[str, Any]:
+    try:
+        found = await storage.change_alert(request.app[DATABASE], alert_id, operation)
+    except lifecycle.Conflict as exc:
+        raise ApiError(409, "conflict", f"alert {alert_id}: {exc}") from None
+    if found is None:
+        raise _not_found(request)
+    row, transition = found
+    if transition.changed:
+        request.app[BRIDGE].dirty.set()
+        if row["status"] == "resolved" and row["silence_id"]:
+            await _expire_silence(request.app, row["silence_id"])
+    return row
+
+
+async def _small_body(request: web.Request) -> bytes:
+    media_type(request, ("application/json",))
+    return await read_body(request, request.app[CONFIG].web.max_body_bytes)
+
+
+def _alert_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isascii() or not raw.isdigit() or int(raw) > _MAX_ID:
+        raise _not_found(request)
+    return int(raw)
+
+
+def _not_found(request: web.Request) -> ApiError:
+    return ApiError(404, "not_found", f"alert {request.match_info['id']} does not exist")
+
+
+# ----------------------------------------------------------------------------- silences
+
+
+async def _create_silence(
+    app: web.Application, silences: Silences, row: dict[str, Any], by: str
+) -> str | None:
+    """Silence the incident in Alertmanager; a failure is logged and counted, never raised."""
+    metrics = app[BRIDGE].metrics
+    try:
+        silence_id = await silences.create(
+            row["labels"],
+            app[CONFIG].alerts.silence_duration.seconds,
+            by,
+            f"Acknowledged in monitoring-exporter (alert {row['id']}: {row['title']})",
+        )
+    except SilenceError as exc:
+        metrics.silences.labels("create", "error").inc()
+        log.warning("could not create silence", extra={"alert_id": row["id"], "error": str(exc)})
+        return None
+    metrics.silences.labels("create", "ok").inc()
+    if not await storage.set_silence(app[DATABASE], row["id"], silence_id):
+        await _expire_silence(app, silence_id)  # resolved while the silence was being made
+        return None
+    return silence_id
+
+
+async def _expire_silence(app: web.Application, silence_id: str) -> None:
+    """Expire a silence; failures are logged and counted (it ends at its endsAt anyway)."""
+    bridge = app[BRIDGE]
+    if bridge.silences is None:
+        return
+    try:
+        await bridge.silences.expire(silence_id)
+    except SilenceError as exc:
+        bridge.metrics.silences.labels("expire", "error").inc()
+        log.warning("could not expire silence", extra={"silence_id": silence_id, "error": str(exc)})
+    else:
+        bridge.metrics.silences.labels("expire", "ok").inc()
+
+
+# ----------------------------------------------------------------------------- lifetimes
+
+
+async def _silence_client(app: web.Application) -> AsyncIterator[None]:
+    url = app[CONFIG].alerts.alertmanager_url
+    if url is None:
+        yield
+        return
+    async with aiohttp.ClientSession() as session:
+        app[BRIDGE].silences = Silences(session, url, app[CONFIG].alerts.request_timeout.seconds)
+        yield
+        app[BRIDGE].silences = None
+
+
+async def _refresh_counts(app: web.Application) -> None:
+    bridge, db = app[BRIDGE], app[DATABASE]
+
+    def on_notify(channel: str, _payload: str) -> None:
+        if channel == "system_alerts":
+            bridge.dirty.set()
+
+    unsubscribe = app[LISTENER].subscribe(on_notify)
+    try:
+        await db.wait_ready()
+        while True:
+            bridge.dirty.clear()
+            try:
+                bridge.counts = await storage.count_alerts(db)
+            except StorageUnavailable:
+                bridge.dirty.set()
+            # a slow safety refresh covers notifications lost while the listener reconnected
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bridge.dirty.wait(), timeout=60)
+            await asyncio.sleep(app[CONFIG].alerts.counts_refresh_interval.seconds)
+    finally:
+        unsubscribe()
+
+
+async def _auto_resolve(app: web.Application) -> None:
+    """Resolve due manual alerts, and silenced incidents that Alertmanager dropped."""
+    db = app[DATABASE]
+    await db.wait_ready()
+    while True:
+        try:
+            resolved = await storage.resolve_due(db)
+            resolved += await _reconcile_silenced(app)
+            for _alert_id, silence_id in resolved:
+                app[BRIDGE].dirty.set()
+                if silence_id:
+                    await _expire_silence(app, silence_id)
+        except StorageUnavailable:
+            pass
+        await asyncio.sleep(app[CONFIG].alerts.auto_resolve_interval.seconds)
+
+
+async def _reconcile_silenced(app: web.Application) -> list[tuple[int, str | None]]:
+    # Alertmanager sends no resolved notification for a silenced alert (its issue #226)
+    silences, db = app[BRIDGE].silences, app[DATABASE]
+    if silences is None:
+        return []
+    candidates = await storage.silenced_open(db)
+    if not candidates:
+        return []
+    try:
+        firing = await silences.active_alerts()
+    except SilenceError as exc:
+        app[BRIDGE].metrics.silences.labels("list_alerts", "error").inc()
+        log.warning("could not list Alertmanager alerts", extra={"error": str(exc)})
+        return []
+    gone = [i for i, fp, starts in candidates if (fp, starts) not in firing]
+    return await storage.resolve_gone(db, gone) if gone else []
+
+
+async def _seed_demo(app: web.Application) -> None:
+    await app[DATABASE].wait_ready()
+    added = await storage.seed_demo(app[DATABASE])
+    if added:
+        app[BRIDGE].dirty.set()
+        log.info("demo alerts seeded", extra={"alerts": added})
 
 
 def setup(app: web.Application) -> None:
-    """Register this feature's routes, collectors and lifetimes."""
+    """Register the alert routes, collectors and lifetimes."""
+    config = app[CONFIG]
+    writer = storage.AlertWriter(app[DATABASE], max_alerts=config.alerts.write_batch_max_alerts)
+    bridge = app[BRIDGE] = Bridge(writer)
+    writer.on_commit = bridge.dirty.set
+    app[EXPOSITION].add("alerts", AlertCounts(bridge))
+    app[EXPOSITION].add("alertmanager_webhook", bridge.metrics.registry)
+    app.cleanup_ctx.append(_silence_client)
+    app.cleanup_ctx.append(background("alerts-writer", lambda a: writer.run()))
+    app.cleanup_ctx.append(background("alerts-counts", _refresh_counts))
+    app.cleanup_ctx.append(background("alerts-auto-resolve", _auto_resolve))
+    if config.demo:
+        app.cleanup_ctx.append(background("alerts-demo", _seed_demo))
+    api, tags = app[API], ("alerts",)
+    conflict = {404: "no such alert", 409: "the alert is resolved"}
+    for route in (
+        Route("POST", "/api/v1/alertmanager", receive_webhook,
+              "Alertmanager webhook (payload version 4)", "write", body=webhook.Notification,
+              response=WebhookReceipt, tags=tags, responses={413: "body too large"}),
+        Route("GET", "/api/v1/alerts", list_alerts, "List alerts", "read", query=AlertQuery,
+              response=Page[Alert], tags=tags),
+        Route("POST", "/api/v1/alerts", create_alert, "Create an alert", "write", body=NewAlert,
+              response=Alert, status=201, tags=tags),
+        Route("GET", "/api/v1/alerts/{id}", get_alert, "One alert with its events", "read",
+              response=AlertWithEvents, tags=tags, responses={404: "no such alert"}),
+        Route("POST", "/api/v1/alerts/{id}/acknowledge", acknowledge_alert,
+              "Acknowledge an alert", "ack", body=Acknowledge, response=Alert, tags=tags,
+              responses=conflict),
+        Route("POST", "/api/v1/alerts/{id}/resolve", resolve_alert, "Resolve an alert",
+              "ack", body=Resolve, response=Alert, tags=tags, responses={404: "no such alert"}),
+    ):  # fmt: skip
+        api.add(app, route)

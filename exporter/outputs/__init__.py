@@ -1,0 +1,1 @@
+"""Outputs: things the service sends elsewhere (Alertmanager silences)."""

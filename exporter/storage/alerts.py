@@ -1,0 +1,472 @@
+"""The ``system_alerts`` and ``system_alert_events`` tables: bulk webhook upserts, lifecycle
+changes, queries, the counts behind ``monitoring_alerts``, and the demo incidents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from exporter.domain import alert as lifecycle
+from exporter.inputs.alertmanager import AlertRecord
+from exporter.storage.database import Database
+from exporter.storage.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+# One statement for a whole batch of notifications: the upsert encodes lifecycle.receive
+# (a resolved incident never changes; firing repeats change no status), and its RETURNING
+# feeds the events. xmax = 0 marks a freshly inserted row; a row resolved here was
+# acknowledged before exactly when acknowledged_at is set (nothing else sets it).
+UPSERT_WEBHOOK = """
+WITH incoming AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::timestamptz[])
+        AS i(fingerprint, starts_at, status, alert_type, severity, title, description,
+             service_name, labels, annotations, generator_url, ends_at)
+), up AS (
+    INSERT INTO __SCHEMA__.system_alerts AS a
+        (fingerprint, starts_at, status, alert_type, severity, title, description, service_name,
+         labels, annotations, source, generator_url, ends_at, resolved_by, resolved_at)
+    SELECT fingerprint, starts_at,
+           CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'active' END,
+           alert_type, severity, title, description, service_name, labels::jsonb,
+           annotations::jsonb, 'alertmanager', generator_url, ends_at,
+           CASE WHEN status = 'resolved' THEN 'alertmanager' END,
+           CASE WHEN status = 'resolved' THEN now() END
+    FROM incoming
+    ORDER BY fingerprint, starts_at
+    ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+        status = CASE WHEN excluded.status = 'resolved' THEN 'resolved' ELSE a.status END,
+        resolved_by = COALESCE(excluded.resolved_by, a.resolved_by),
+        resolved_at = COALESCE(excluded.resolved_at, a.resolved_at),
+        ends_at = COALESCE(excluded.ends_at, a.ends_at),
+        alert_type = excluded.alert_type, severity = excluded.severity,
+        title = excluded.title, description = excluded.description,
+        service_name = excluded.service_name, labels = excluded.labels,
+        annotations = excluded.annotations, generator_url = excluded.generator_url
+    WHERE a.status <> 'resolved'
+      AND (excluded.status = 'resolved'
+           OR (a.alert_type, a.severity, a.title, a.description, a.service_name, a.labels,
+               a.annotations, a.generator_url)
+              IS DISTINCT FROM
+              (excluded.alert_type, excluded.severity, excluded.title, excluded.description,
+               excluded.service_name, excluded.labels, excluded.annotations,
+               excluded.generator_url))
+    RETURNING a.id, a.fingerprint, a.starts_at, a.status, a.silence_id, (a.xmax = 0) AS inserted,
+              a.acknowledged_at IS NOT NULL AS was_acknowledged
+), events AS (
+    INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor)
+    SELECT id,
+           CASE WHEN inserted THEN NULL
+                WHEN was_acknowledged THEN 'acknowledged' ELSE 'active' END,
+           status, 'alertmanager'
+    FROM up
+    WHERE inserted OR status = 'resolved'
+)
+SELECT id, fingerprint, starts_at, status, silence_id, inserted FROM up
+WHERE inserted OR status = 'resolved'
+"""
+
+INSERT_MANUAL = """
+WITH a AS (
+    INSERT INTO __SCHEMA__.system_alerts
+        (fingerprint, starts_at, alert_type, severity, title, description, service_name, labels,
+         source, auto_resolve, auto_resolve_at)
+    VALUES ($1, now(), $2, $3, $4, $5, $6, $7::jsonb, 'api', $8::float8 IS NOT NULL,
+            now() + $8::float8 * interval '1 second')
+    RETURNING *
+), e AS (
+    INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
+    SELECT id, NULL, 'active', $9, 'created through the API' FROM a
+)
+SELECT * FROM a
+"""
+
+SELECT_ONE = "SELECT * FROM __SCHEMA__.system_alerts WHERE id = $1"
+LOCK_ONE = "SELECT * FROM __SCHEMA__.system_alerts WHERE id = $1 FOR UPDATE"
+SELECT_EVENTS = """
+SELECT id, from_status, to_status, actor, note, at FROM __SCHEMA__.system_alert_events
+WHERE alert_id = $1 ORDER BY at, id
+"""
+UPDATE_LIFECYCLE = """
+UPDATE __SCHEMA__.system_alerts
+SET status = $2, acknowledged_by = $3, acknowledged_at = $4, resolved_by = $5, resolved_at = $6
+WHERE id = $1 RETURNING *
+"""
+INSERT_EVENT = """
+INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note, at)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+SET_SILENCE = """
+UPDATE __SCHEMA__.system_alerts SET silence_id = $2
+WHERE id = $1 AND status <> 'resolved' RETURNING id
+"""
+AUTO_RESOLVE = """
+WITH due AS (
+    UPDATE __SCHEMA__.system_alerts
+    SET status = 'resolved', resolved_by = 'auto-resolve', resolved_at = now()
+    WHERE auto_resolve AND status <> 'resolved' AND auto_resolve_at <= now()
+    RETURNING id, silence_id, acknowledged_at IS NOT NULL AS was_acknowledged
+), e AS (
+    INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
+    SELECT id, CASE WHEN was_acknowledged THEN 'acknowledged' ELSE 'active' END, 'resolved',
+           'auto-resolve', 'auto_resolve_after elapsed'
+    FROM due
+)
+SELECT id, silence_id FROM due
+"""
+SILENCED_OPEN = """
+SELECT id, fingerprint, starts_at FROM __SCHEMA__.system_alerts
+WHERE status = 'acknowledged' AND silence_id IS NOT NULL AND source = 'alertmanager'
+"""
+RESOLVE_GONE = """
+WITH gone AS (
+    UPDATE __SCHEMA__.system_alerts
+    SET status = 'resolved', resolved_by = 'alertmanager', resolved_at = now()
+    WHERE id = ANY($1::bigint[]) AND status = 'acknowledged'
+    RETURNING id, silence_id
+), e AS (
+    INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
+    SELECT id, 'acknowledged', 'resolved', 'alertmanager',
+           'no longer firing in Alertmanager (resolved while silenced)'
+    FROM gone
+)
+SELECT id, silence_id FROM gone
+"""
+COUNTS = "SELECT status, severity, count(*) AS n FROM __SCHEMA__.system_alerts GROUP BY 1, 2"
+
+# GET /api/v1/alerts: fixed fragments chosen by which filters are present; values are $n.
+_FILTERS = {
+    "status": "status = ANY(${}::text[])",
+    "severity": "severity = ANY(${}::text[])",
+    "alert_type": "alert_type = ANY(${}::text[])",
+    "service": "service_name = ${}",
+    "since": "starts_at >= ${}",
+    "until": "starts_at < ${}",
+}
+_AFTER = "(starts_at, id) < (${}, ${})"
+_LIST = "SELECT * FROM __SCHEMA__.system_alerts{} ORDER BY starts_at DESC, id DESC LIMIT ${}"
+
+
+def sql(db: Database, text: str) -> str:
+    """A statement for the configured (validated) schema."""
+    return text.replace("__SCHEMA__", f'"{db.schema}"')
+
+
+def _row(record: Any) -> dict[str, Any]:
+    row = dict(record)
+    for key in ("labels", "annotations"):
+        if isinstance(row.get(key), str):
+            row[key] = msgspec.json.decode(row[key])
+    return row
+
+
+def incident_of(row: dict[str, Any]) -> lifecycle.Incident:
+    """The lifecycle part of a row."""
+    return lifecycle.Incident(
+        row["status"],
+        row["acknowledged_by"],
+        row["acknowledged_at"],
+        row["resolved_by"],
+        row["resolved_at"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """An incident a notification opened or resolved."""
+
+    id: int
+    fingerprint: str
+    starts_at: datetime
+    status: str
+    silence_id: str | None
+    inserted: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a notification did: the incidents it changed, and how many alerts changed nothing."""
+
+    changed: list[Changed] = field(default_factory=list)
+    duplicates: int = 0
+
+
+async def upsert_alerts(db: Database, records: Sequence[AlertRecord]) -> list[Changed]:
+    """Upsert distinct incidents (one statement, hence one transaction) and write the events."""
+    if not records:
+        return []
+    columns: list[list[Any]] = [[] for _ in range(12)]
+    for r in records:
+        values = (
+            r.fingerprint, r.starts_at, r.signal, r.alert_type, r.severity, r.title,
+            r.description, r.service_name, r.labels, r.annotations, r.generator_url, r.ends_at,
+        )  # fmt: skip
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    async with db.connection() as conn:
+        rows = await conn.fetch(sql(db, UPSERT_WEBHOOK), *columns)
+    return [Changed(**dict(r)) for r in rows]
+
+
+def collapse(batches: Sequence[Sequence[AlertRecord]]) -> tuple[list[AlertRecord], list[int]]:
+    """One record per incident (ON CONFLICT cannot touch a row twice in one statement).
+
+    Any resolved wins (lifecycle.merge_signals); otherwise the last delivered wins. Also
+    returns, per key position, the index of the first batch that carried the key.
+    """
+    merged: dict[tuple[str, datetime], AlertRecord] = {}
+    owner: dict[tuple[str, datetime], int] = {}
+    for index, records in enumerate(batches):
+        for record in records:
+            previous = merged.get(record.key)
+            if previous is None:
+                owner[record.key] = index
+            elif previous.signal == "resolved" and record.signal == "firing":
+                continue
+            merged[record.key] = record
+    keys = list(merged)
+    return [merged[k] for k in keys], [owner[k] for k in keys]
+
+
+class AlertWriter:
+    """Group commit for webhooks: notifications arriving together share one statement.
+
+    Each caller still waits for the commit that holds its alerts; a failure that is not an
+    outage is retried per notification so one bad notification cannot fail the others.
+    """
+
+    def __init__(self, db: Database, *, max_alerts: int = 20_000) -> None:
+        self.db = db
+        self.max_alerts = max_alerts
+        self._pending: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]] = []
+        self._wake = asyncio.Event()
+        self.on_commit: Callable[[], None] = lambda: None
+
+    async def write(self, records: list[AlertRecord]) -> Outcome:
+        """Store a notification's alerts; returns once they are committed."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((records, future))
+        self._wake.set()
+        return await future
+
+    async def run(self) -> None:
+        """Flush pending notifications until cancelled; callers left waiting get a 503."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._pending:
+                    await self._flush(self._take())
+        finally:
+            pending, self._pending = self._pending, []
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(StorageUnavailable("the service is shutting down"))
+
+    def _take(self) -> list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]:
+        taken, size = 0, 0
+        for records, _ in self._pending:
+            if taken and size + len(records) > self.max_alerts:
+                break
+            taken, size = taken + 1, size + len(records)
+        batch, self._pending = self._pending[:taken], self._pending[taken:]
+        return batch
+
+    async def _flush(self, batch: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]) -> None:
+        records, owners = collapse([r for r, _ in batch])
+        try:
+            changed = await upsert_alerts(self.db, records)
+        except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, StorageUnavailable):
+                for one in batch:
+                    await self._flush([one])
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.on_commit()
+        owner_of = {r.key: o for r, o in zip(records, owners, strict=True)}
+        outcomes = [Outcome() for _ in batch]
+        for change in changed:
+            outcomes[owner_of[(change.fingerprint, change.starts_at)]].changed.append(change)
+        for (mine, future), outcome in zip(batch, outcomes, strict=True):
+            outcome.duplicates = len(mine) - len(outcome.changed)
+            if not future.done():
+                future.set_result(outcome)
+
+
+async def create_alert(
+    db: Database,
+    fingerprint: str,
+    values: tuple[str, str, str, str | None, str | None, str],
+    auto_resolve_after: float | None,
+    actor: str,
+) -> dict[str, Any]:
+    """Insert a manual alert (source ``api``) with its creation event."""
+    alert_type, severity, title, description, service, labels = values
+    async with db.connection() as conn:
+        record = await conn.fetchrow(
+            sql(db, INSERT_MANUAL),
+            fingerprint, alert_type, severity, title, description, service, labels,
+            auto_resolve_after, actor,
+        )  # fmt: skip
+    return _row(record)
+
+
+async def get_alert(
+    db: Database, alert_id: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """One alert and its events, oldest first."""
+    async with db.connection() as conn:
+        record = await conn.fetchrow(sql(db, SELECT_ONE), alert_id)
+        if record is None:
+            return None
+        events = await conn.fetch(sql(db, SELECT_EVENTS), alert_id)
+    return _row(record), [dict(e) for e in events]
+
+
+async def change_alert(
+    db: Database, alert_id: int, operation: Callable[[lifecycle.Incident], lifecycle.Transition]
+) -> tuple[dict[str, Any], lifecycle.Transition] | None:
+    """Apply a lifecycle operation to one alert under a row lock; None when it does not exist.
+
+    lifecycle.Conflict propagates (and rolls back).
+    """
+    async with db.transaction() as conn:
+        record = await conn.fetchrow(sql(db, LOCK_ONE), alert_id)
+        if record is None:
+            return None
+        transition = operation(incident_of(dict(record)))
+        event, state = transition.event, transition.incident
+        if event is not None:
+            record = await conn.fetchrow(
+                sql(db, UPDATE_LIFECYCLE),
+                alert_id, state.status, state.acknowledged_by, state.acknowledged_at,
+                state.resolved_by, state.resolved_at,
+            )  # fmt: skip
+            at = state.resolved_at if state.status == "resolved" else state.acknowledged_at
+            await conn.execute(
+                sql(db, INSERT_EVENT),
+                alert_id, event.from_status, event.to_status, event.actor, event.note, at,
+            )  # fmt: skip
+    return _row(record), transition
+
+
+async def set_silence(db: Database, alert_id: int, silence_id: str) -> bool:
+    """Record the silence of an acknowledged alert; False when it was resolved meanwhile."""
+    async with db.connection() as conn:
+        return await conn.fetchval(sql(db, SET_SILENCE), alert_id, silence_id) is not None
+
+
+async def resolve_due(db: Database) -> list[tuple[int, str | None]]:
+    """Resolve alerts whose ``auto_resolve_after`` elapsed; (id, silence_id) of each."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(sql(db, AUTO_RESOLVE))
+    return [(r["id"], r["silence_id"]) for r in rows]
+
+
+async def silenced_open(db: Database) -> list[tuple[int, str, datetime]]:
+    """(id, fingerprint, starts_at) of acknowledged Alertmanager incidents with a silence."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(sql(db, SILENCED_OPEN))
+    return [(r["id"], r["fingerprint"], r["starts_at"]) for r in rows]
+
+
+async def resolve_gone(db: Database, ids: list[int]) -> list[tuple[int, str | None]]:
+    """Resolve (by alertmanager) acknowledged incidents Alertmanager no longer holds."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(sql(db, RESOLVE_GONE), ids)
+    return [(r["id"], r["silence_id"]) for r in rows]
+
+
+async def list_alerts(
+    db: Database, filters: dict[str, Any], after: tuple[datetime, int] | None, limit: int
+) -> list[dict[str, Any]]:
+    """Alerts newest first (by starts_at, id), filtered; ``after`` continues a page."""
+    clauses, args = [], []
+    for name, value in filters.items():
+        if value is not None:
+            args.append(value)
+            clauses.append(_FILTERS[name].format(len(args)))
+    if after is not None:
+        args += list(after)
+        clauses.append(_AFTER.format(len(args) - 1, len(args)))
+    args.append(limit)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    async with db.connection() as conn:
+        rows = await conn.fetch(sql(db, _LIST.format(where, len(args))), *args)
+    return [_row(r) for r in rows]
+
+
+async def count_alerts(db: Database) -> dict[tuple[str, str], int]:
+    """Incidents by (status, severity)."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(sql(db, COUNTS))
+    return {(r["status"], r["severity"]): r["n"] for r in rows}
+
+
+_DEMO = [
+    # (title, severity, alert_type, service, status, hours ago)
+    ("Dashboard API p95 latency above 1s", "high", "performance", "dashboard_api", "active", 1),
+    ("Orders missing e-mail addresses", "medium", "data_quality", "supabase_db", "active", 3),
+    ("Sync worker restarted 5 times", "critical", "system_error", "data_sync", "active", 0.2),
+    ("Freshness of warehouse orders over 6h", "medium", "data_quality", "data_sync",
+     "acknowledged", 8),
+    ("Disk 85% full on db-1", "high", "system_error", "supabase_db", "acknowledged", 5),
+    ("Repeated failed logins for admin", "critical", "security", "dashboard_api", "resolved", 30),
+    ("Report generation slower than 30s", "low", "performance", "dashboard_api", "resolved", 50),
+    ("Kajabi members with invalid e-mail", "medium", "data_quality", "supabase_db", "resolved", 72),
+]  # fmt: skip
+
+
+async def seed_demo(db: Database) -> int:
+    """Insert the demo incidents (a few in each state) unless they are there; how many added."""
+    now = datetime.now(UTC)
+    async with db.transaction() as conn:
+        if await conn.fetchval(
+            sql(
+                db, "SELECT 1 FROM __SCHEMA__.system_alerts WHERE fingerprint LIKE 'demo-%' LIMIT 1"
+            )
+        ):
+            return 0
+        for i, (title, severity, alert_type, service, status, hours) in enumerate(_DEMO):
+            starts = now - timedelta(hours=hours)
+            labels = msgspec.json.encode(
+                {"alertname": title.split(" ")[0], "service": service, "severity": severity}
+            ).decode()
+            alert_id = await conn.fetchval(
+                sql(db, """
+                INSERT INTO __SCHEMA__.system_alerts (fingerprint, starts_at, alert_type, severity,
+                    title, service_name, labels, source, status, acknowledged_by, acknowledged_at,
+                    resolved_by, resolved_at)
+                VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7::jsonb, 'exporter', $8::text,
+                    CASE WHEN $8 <> 'active' THEN 'oncall' END,
+                    CASE WHEN $8 <> 'active' THEN $2::timestamptz + interval '10 minutes' END,
+                    CASE WHEN $8 = 'resolved' THEN 'oncall' END,
+                    CASE WHEN $8 = 'resolved' THEN $2::timestamptz + interval '1 hour' END)
+                RETURNING id"""),
+                f"demo-{i}", starts, alert_type, severity, title, service, labels, status,
+            )  # fmt: skip
+            steps: list[tuple[str | None, str, str, timedelta]] = [
+                (None, "active", "exporter", timedelta()),
+            ]
+            if status != "active":
+                steps.append(("active", "acknowledged", "oncall", timedelta(minutes=10)))
+            if status == "resolved":
+                steps.append(("acknowledged", "resolved", "oncall", timedelta(hours=1)))
+            for from_status, to_status, actor, delay in steps:
+                await conn.execute(
+                    sql(db, INSERT_EVENT), alert_id, from_status, to_status, actor, None,
+                    starts + delay,
+                )  # fmt: skip
+    return len(_DEMO)
