@@ -93,10 +93,16 @@ class Service(Section, frozen=True):
     postgres: PostgresProbe | None = None
     process: ProcessMatch | None = None
     thresholds: dict[str, Threshold] = msgspec.field(default_factory=dict)
+    # the span over which the ``uptime`` ratio (share of successful probes) is computed
+    uptime_window: Duration = msgspec.field(default_factory=lambda: Duration(3600))
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
             raise ValueError("name: must match [a-zA-Z_][a-zA-Z0-9_]*")
+        if self.timeout.seconds <= 0:
+            raise ValueError("timeout: must be positive")
+        if self.interval.seconds <= 0:
+            raise ValueError("interval: must be positive")
         probes = [p for p in (self.http, self.tcp, self.postgres) if p is not None]
         if len(probes) > 1:
             raise ValueError("http: give at most one probe (http, tcp or postgres)")
@@ -115,9 +121,21 @@ class Host(Section, frozen=True):
     mounts: list[str] = msgspec.field(default_factory=lambda: ["/"])
     thresholds: dict[str, Threshold] = msgspec.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.interval.seconds <= 0:
+            raise ValueError("interval: must be positive")
+
 
 class Metrics(Section, frozen=True):
     """Limits of the pushed series."""
 
     series_ttl: Duration = msgspec.field(default_factory=lambda: Duration(600))
     max_series_per_family: int = 10_000
+    # how often the overview verdict (monitoring_overall_status) and API overrides are re-read
+    refresh_interval: Duration = msgspec.field(default_factory=lambda: Duration(15))
+
+    def __post_init__(self) -> None:
+        if self.max_series_per_family < 1:
+            raise ValueError("max_series_per_family: must be at least 1")
+        if self.refresh_interval.seconds <= 0:
+            raise ValueError("refresh_interval: must be positive")

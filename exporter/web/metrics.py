@@ -9,7 +9,7 @@ from exporter.web.keys import EXPOSITION
 
 async def metrics(request: web.Request) -> web.Response:
     """Render every collector's current state in the format the scraper asked for."""
-    body, headers = request.app[EXPOSITION].render(
+    body, headers = await request.app[EXPOSITION].render_async(
         request.headers.get("Accept"), request.headers.get("Accept-Encoding")
     )
     return web.Response(body=body, headers=headers)

@@ -1,0 +1,96 @@
+"""The shapes of health data the API takes and returns (they also describe it in OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from exporter.domain.health import Status
+from exporter.domain.health_push import HealthMetricIn, Unit
+
+
+class HealthMetric(msgspec.Struct, frozen=True):
+    """A stored health sample, with its table's columns."""
+
+    id: int
+    service_name: str
+    metric_type: str
+    value: float
+    unit: str
+    status: str
+    warning_threshold: float | None
+    critical_threshold: float | None
+    direction: str | None
+    source: str
+    metadata: dict[str, Any]
+    recorded_at: datetime
+    created_at: datetime
+
+
+class HealthMetricList(msgspec.Struct, frozen=True):
+    """The stored samples of an array push, in order."""
+
+    items: list[HealthMetric]
+
+
+class ThresholdIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A rule for ``PUT /api/v1/thresholds/{service}/{metric_type}``; levels in ``unit``."""
+
+    warning: float | None = None
+    critical: float | None = None
+    direction: Literal["above", "below"] = "above"
+    for_: Annotated[int, msgspec.Meta(ge=1, le=1000)] = msgspec.field(default=1, name="for")
+    unit: Unit | None = None
+    # optimistic concurrency: only replace the stored rule if it is at this version
+    expect_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class ThresholdOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A rule in force, in base units, and where it comes from."""
+
+    service: str
+    metric_type: str
+    warning: float | None
+    critical: float | None
+    direction: str
+    for_: int = msgspec.field(name="for")
+    origin: str
+    version: int | None = None
+    updated_at: datetime | None = None
+
+
+class ThresholdList(msgspec.Struct, frozen=True):
+    """Every rule in force."""
+
+    items: list[ThresholdOut]
+    next_cursor: str | None = None
+
+
+class ServiceStatus(msgspec.Struct, frozen=True):
+    """The worst status of a service's metrics, and each metric's status."""
+
+    service: str
+    status: Status
+    metrics: dict[str, Status]
+
+
+class QualitySummary(msgspec.Struct, frozen=True):
+    """The average of the latest data-quality scores (0-100) over source x dataset x dimension."""
+
+    average_score: float | None
+    measured: int
+
+
+class Overview(msgspec.Struct, frozen=True):
+    """The overview: verdict, services, active alerts by severity, data quality."""
+
+    status: str
+    services: list[ServiceStatus]
+    alerts: dict[str, int]
+    data_quality: QualitySummary
+    generated_at: datetime
+
+
+PushBody = HealthMetricIn | list[HealthMetricIn]

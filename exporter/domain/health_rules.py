@@ -1,0 +1,73 @@
+"""Which threshold rule is in force for a service's metric type, and where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from exporter.config import Config
+from exporter.config.services import Threshold
+from exporter.domain.health import BUILTIN_RULES, NO_RULE, Rule
+
+Key = tuple[str, str]
+Origin = Literal["api", "push", "config", "builtin", "none"]
+
+
+@dataclass(frozen=True)
+class Override:
+    """A rule set through the API: stored, versioned, and winning over the YAML."""
+
+    rule: Rule
+    version: int
+    updated_at: datetime
+
+
+class RuleBook:
+    """Rules from the YAML and from the API; an override wins, then a push's own, then YAML."""
+
+    def __init__(self, configured: dict[Key, Rule] | None = None) -> None:
+        self.configured = dict(configured or {})
+        self.overrides: dict[Key, Override] = {}
+        self.generation = 0
+
+    def rule_for(self, key: Key, pushed: Rule | None = None) -> tuple[Rule, Origin]:
+        """The rule in force for ``key`` and its origin."""
+        override = self.overrides.get(key)
+        if override is not None:
+            return override.rule, "api"
+        if pushed is not None:
+            return pushed, "push"
+        rule = self.configured.get(key)
+        if rule is not None:
+            return rule, "config"
+        builtin = BUILTIN_RULES.get(key[1])
+        if builtin is not None:
+            return builtin, "builtin"
+        return NO_RULE, "none"
+
+    def set_override(self, key: Key, override: Override) -> bool:
+        """Install an override unless a newer version is already known; True if it changed."""
+        current = self.overrides.get(key)
+        if current is not None and current.version >= override.version:
+            return False
+        self.overrides[key] = override
+        self.generation += 1
+        return True
+
+    def keys(self) -> set[Key]:
+        """Every key that has a configured or overriding rule."""
+        return set(self.configured) | set(self.overrides)
+
+
+def configured_rules(config: Config) -> dict[Key, Rule]:
+    """The rules written in the YAML, per (service, metric type); ``host:`` rules for "host"."""
+
+    def rule(t: Threshold) -> Rule:
+        w = None if t.warning is None else t.warning.value
+        c = None if t.critical is None else t.critical.value
+        return Rule(w, c, t.direction, t.for_)
+
+    rules = {(s.name, mt): rule(t) for s in config.services for mt, t in s.thresholds.items()}
+    rules |= {("host", mt): rule(t) for mt, t in config.host.thresholds.items()}
+    return rules

@@ -1,0 +1,74 @@
+"""Threshold overrides in monitoring_dashboard_config (kind 'threshold', name 'service/type')."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from exporter.storage.database import Database
+
+KIND = "threshold"
+
+UPSERT_THRESHOLD = """
+INSERT INTO {schema}.monitoring_dashboard_config (kind, name, owner, config)
+VALUES ('threshold', $1, '', $2::jsonb)
+ON CONFLICT (kind, name, owner) DO UPDATE
+    SET config = EXCLUDED.config,
+        version = {schema}.monitoring_dashboard_config.version + 1
+RETURNING name, config, version, updated_at
+"""
+
+UPSERT_IF_VERSION = """
+UPDATE {schema}.monitoring_dashboard_config
+   SET config = $2::jsonb, version = version + 1
+ WHERE kind = 'threshold' AND name = $1 AND owner = '' AND version = $3
+RETURNING name, config, version, updated_at
+"""
+
+SELECT_THRESHOLDS = """
+SELECT name, config, version, updated_at
+FROM {schema}.monitoring_dashboard_config
+WHERE kind = 'threshold' AND owner = ''
+ORDER BY name
+"""
+
+
+class VersionConflict(Exception):
+    """The stored rule is not at the version the caller expected."""
+
+
+def rule_name(service: str, metric_type: str) -> str:
+    """The config row name of a rule: ``<service>/<metric_type>``."""
+    return f"{service}/{metric_type}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(service, metric_type) of a rule name; metric types never contain '/'."""
+    service, _, metric_type = name.rpartition("/")
+    return service, metric_type
+
+
+async def save_threshold(
+    db: Database, service: str, metric_type: str, config: dict[str, Any], expect: int | None
+) -> Any:
+    """Store a rule (a new version of it); with ``expect``, only over that version."""
+    body = msgspec.json.encode(config).decode()
+    name = rule_name(service, metric_type)
+    async with db.transaction() as conn:
+        if expect is None:
+            row = await conn.fetchrow(UPSERT_THRESHOLD.format(schema=db.schema), name, body)
+        else:
+            row = await conn.fetchrow(
+                UPSERT_IF_VERSION.format(schema=db.schema), name, body, expect
+            )
+            if row is None:
+                raise VersionConflict(name)
+    return row
+
+
+async def load_thresholds(conn: asyncpg.Connection, schema: str) -> list[Any]:
+    """Every stored rule: name, config (JSON text), version, updated_at."""
+    rows: list[Any] = await conn.fetch(SELECT_THRESHOLDS.format(schema=schema))
+    return rows

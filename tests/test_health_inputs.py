@@ -1,0 +1,148 @@
+"""Host and process figures, the demo services, notifications and the full /metrics output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+
+from exporter.config import Config
+from exporter.demo import demo_config
+from tests.conftest import MakeClient, eventually
+
+
+async def test_host_and_process_figures(make_client: MakeClient, tmp_path: Path) -> None:
+    pid_file = tmp_path / "me.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    client = await make_client(
+        {
+            "auth": {"disabled": True},
+            "host": {
+                "interval": "100ms",
+                "mounts": ["/", "/no/such/mount"],
+                "thresholds": {"memory_usage": {"warning": 0.99, "critical": 1.0}},
+            },
+            "services": [
+                {"name": "me", "process": {"pid_file": str(pid_file)}},
+                {"name": "ghost", "process": {"name": "no-such-process-anywhere"}},
+            ],
+        }
+    )
+    wanted = [
+        'service="host",metric_type="cpu_usage"',
+        'service="host",metric_type="memory_usage"',
+        'service="host",metric_type="disk_usage_root"',
+        'service="monitoring_exporter",metric_type="process_memory_rss"',
+        'service="me",metric_type="process_cpu_usage"',
+        'service="me",metric_type="process_memory_rss"',
+        'service="me",metric_type="process_uptime"',
+    ]
+
+    async def shown() -> bool:
+        text = await (await client.get("/metrics")).text()
+        return all(f"monitoring_health_metric_value{{{w}}}" in text for w in wanted)
+
+    await eventually(shown)
+    text = await (await client.get("/metrics")).text()
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("monitoring_health_metric_value{")
+    }
+    for w in wanted[:3]:
+        assert 0 <= values[f"monitoring_health_metric_value{{{w}}}"] <= 1
+    assert (
+        values['monitoring_health_metric_value{service="me",metric_type="process_memory_rss"}']
+        > 1e6
+    )
+    assert values['monitoring_health_metric_value{service="me",metric_type="process_uptime"}'] > 0
+    # a process that is not running: count 0, critical, and no figures made up for it
+    assert 'monitoring_health_status{service="ghost",metric_type="process_count"} 2' in text
+    assert 'service="ghost",metric_type="process_cpu_usage"' not in text
+    assert "no_such_mount" not in text
+    assert (
+        'monitoring_health_threshold{service="host",metric_type="memory_usage",level="warning"} 0.99'
+        in text
+    )
+
+
+async def test_demo_services_probe_real_things_and_seed_history(
+    make_client: MakeClient, database_url: str, db: asyncpg.Connection
+) -> None:
+    config = demo_config(Config(), database_url, ":1")
+    names = [s.name for s in config.services]
+    assert {"dashboard_api", "supabase_db", "data_sync"} <= set(names)
+    dashboard = next(s for s in config.services if s.name == "dashboard_api")
+    assert dashboard.http is not None and dashboard.http.url == "http://127.0.0.1:1/livez"
+    client = await make_client(config)
+
+    async def up() -> bool:
+        text = await (await client.get("/metrics")).text()
+        return (
+            'monitoring_service_up{service="supabase_db"} 1.0' in text
+            and 'monitoring_service_up{service="data_sync"} 1.0' in text
+        )
+
+    await eventually(up)
+
+    async def seeded() -> bool:
+        n = await db.fetchval(
+            "SELECT count(*) FROM monitoring.system_health_metrics WHERE metadata ? 'demo'"
+        )
+        return bool(n > 100)
+
+    await eventually(seeded)
+    overview = await (await client.get("/api/v1/overview")).json()
+    assert {"dashboard_api", "supabase_db", "data_sync"} <= {
+        s["service"] for s in overview["services"]
+    }
+
+
+async def test_pushes_notify_the_health_metrics_channel(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    client = await make_client({"auth": {"disabled": True}, "host": {"enabled": False}})
+    got: list[str] = []
+    await db.add_listener("health_metrics", lambda *args: got.append(args[3]))
+    resp = await client.post(
+        "/api/v1/health-metrics", json={"service": "s", "metric_type": "t", "value": 1}
+    )
+    row_id = (await resp.json())["id"]
+
+    async def notified() -> bool:
+        await asyncio.sleep(0)
+        return any(str(row_id) in payload for payload in got)
+
+    await eventually(notified)
+
+
+async def test_full_metrics_output_is_valid_in_both_formats(make_client: MakeClient) -> None:
+    client = await make_client({"auth": {"disabled": True}, "host": {"interval": "100ms"}})
+    body: list[dict[str, Any]] = [
+        {"service": s, "metric_type": "t", "value": 1} for s in ('q"uote', "b\\s", "n\nl", "ü")
+    ]
+    assert (await client.post("/api/v1/health-metrics", json=body)).status == 201
+    resp = await client.get("/metrics")
+    text = await resp.read()
+    promtool = await asyncio.create_subprocess_exec(
+        "/usr/bin/promtool",
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(promtool.communicate(text), timeout=30)
+    assert promtool.returncode == 0, output
+    resp = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    families = {f.name for f in parse_openmetrics(await resp.text())}  # type: ignore[no-untyped-call]
+    assert {"monitoring_health_metric_value", "monitoring_health_status"} <= families
