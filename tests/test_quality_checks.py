@@ -149,6 +149,11 @@ async def test_checks_score_known_defects_and_fail_alone(
         (n,): (0.0 if n in FAILING else 1.0) for n in names
     }
     assert set(m["monitoring_quality_check_duration_seconds"]) == {(n,) for n in names}
+    # each check is a collector of its own: a failure shows as success 0, not as a score of 0
+    collectors = m["monitoring_collector_success"]
+    assert {k: v for k, v in collectors.items() if k[0].startswith("quality:")} == {
+        (f"quality:{n}",): (0.0 if n in FAILING else 1.0) for n in names
+    }
 
     # labels sorted by name: dataset, dimension, source
     assert m["monitoring_data_quality_score"] == {

@@ -53,6 +53,8 @@ class Exposition:
         self._prerendered: dict[str, Prerendered] = {}
         # (success, seconds) of the pre-rendered sources in the scrape being rendered
         self._outcomes: dict[str, tuple[float, float]] = {}
+        # (success, seconds) of the last run of collectors that run on their own schedule
+        self._runs: dict[str, tuple[float, float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -69,6 +71,10 @@ class Exposition:
         """Add a pre-rendered source; exported with success and duration like a collector."""
         self._check_name(name)
         self._prerendered[name] = source
+
+    def report_run(self, name: str, ok: bool, seconds: float) -> None:
+        """Record the outcome of a collector that runs on its own schedule (e.g. a check)."""
+        self._runs[name] = (1.0 if ok else 0.0, seconds)
 
     def collect(self) -> Iterator[Metric]:
         """Run every collector; a failing one is logged and reported, never raised."""
@@ -95,7 +101,7 @@ class Exposition:
             yield from families
             success.add_metric([name], ok)
             duration.add_metric([name], time.perf_counter() - started)
-        for name, (ok, seconds) in self._outcomes.items():
+        for name, (ok, seconds) in (self._outcomes | self._runs).items():
             success.add_metric([name], ok)
             duration.add_metric([name], seconds)
         yield success

@@ -305,7 +305,9 @@ async def run_one(app: web.Application, check: Check) -> bool:
             timeout=check.timeout.seconds,
         )
     except Exception as exc:
-        state.runs[check.name] = CheckRun(False, time.perf_counter() - started, time.time())
+        took = time.perf_counter() - started
+        state.runs[check.name] = CheckRun(False, took, time.time())
+        app[EXPOSITION].report_run(f"quality:{check.name}", False, took)
         error = "timed out" if isinstance(exc, TimeoutError) else f"{exc}"
         log.warning("quality check failed", extra={"check": check.name, "error": error})
         return False
@@ -313,6 +315,7 @@ async def run_one(app: web.Application, check: Check) -> bool:
     await _store(app, check, measurement)
     # reported after storing, so whoever sees the run can also read its row
     state.runs[check.name] = CheckRun(True, took, time.time())
+    app[EXPOSITION].report_run(f"quality:{check.name}", True, took)
     return True
 
 
