@@ -113,9 +113,20 @@ def _clean(value: float) -> float:
     return round(value, 9)
 
 
+_SEVERITY: dict[str, int] = {"unknown": -1, "healthy": 0, "warning": 1, "critical": 2}
+
+
 def mean_aggregate(parts: Iterable[Aggregate]) -> Aggregate:
-    """The unweighted mean of aggregates (dimensions of a source, sources overall)."""
-    return aggregate([Member(p.score, p.levels) for p in parts])
+    """Aggregates above a dimension (a source, all sources): mean score, worst status.
+
+    The status is the worst of the parts (critical > warning > healthy), like the overview's
+    verdict: a critical dimension is not hidden by healthy neighbours pulling the mean up.
+    """
+    parts = list(parts)
+    mean = aggregate([Member(p.score, p.levels) for p in parts])
+    known = [p.status for p in parts if p.status != "unknown"]
+    status: Status = max(known, key=_SEVERITY.__getitem__) if known else "unknown"
+    return Aggregate(mean.score, mean.levels, status)
 
 
 # ---------------------------------------------------------------- issues: short, stable shapes
