@@ -98,6 +98,21 @@ def test_overview_weights_within_dimension_and_averages_above() -> None:
     assert ov.overall.sources == 2
 
 
+def test_a_critical_dimension_is_not_averaged_away() -> None:
+    rows = [
+        q.Latest("shop", "orders", "completeness", "a", 100, L, T0),
+        q.Latest("shop", "orders", "accuracy", "b", 100, L, T0),
+        q.Latest("shop", "orders", "freshness", "c", 94, L, T0),
+        q.Latest("ads", "spend", "accuracy", "d", 100, L, T0),
+    ]
+    ov = q.overview(rows)
+    shop = ov.sources[1]
+    assert shop.score == pytest.approx(98)  # above the warning level on average...
+    assert shop.status == "critical"  # ...but freshness is below critical
+    assert ov.sources[0].status == "healthy"
+    assert ov.overall.status == "critical"
+
+
 def test_scoreboard_expires_pushed_series_and_keeps_checks() -> None:
     board = q.Scoreboard(ttl=600, max_series=10)
     board.record(("s", "d", "accuracy"), "", q.Member(90, L), T0, now=0, pushed=True)
