@@ -1,37 +1,39 @@
 """The alert bridge's routes: the Alertmanager webhook, manual alerts and their lifecycle.
 
-Also its lifetimes (group-commit writer, counts refresher, auto-resolve, the Alertmanager
-client, demo incidents) and its collectors (``monitoring_alerts`` and the webhook counters).
+Its state and background work are in ``alert_bridge``, its families in ``exposition.alerts``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import aiohttp
 import msgspec
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from exporter.config.types import parse_duration
 from exporter.domain import alert as lifecycle
+from exporter.exposition.alerts import AlertCounts
 from exporter.inputs import alertmanager as webhook
-from exporter.outputs.silences import SilenceError, Silences
 from exporter.storage import StorageUnavailable
 from exporter.storage import alerts as storage
+from exporter.web.alert_bridge import (
+    BRIDGE,
+    Bridge,
+    auto_resolve,
+    create_silence,
+    expire_silence,
+    refresh_counts,
+    seed_demo,
+    silence_client,
+)
 from exporter.web.api import Route
 from exporter.web.auth import PRINCIPAL
 from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
-from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, LISTENER, SELF_METRICS
+from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
 from exporter.web.pagination import Page, decode_cursor, next_cursor
 from exporter.web.payload import (
     decode_json,
@@ -143,73 +145,6 @@ class WebhookReceipt(msgspec.Struct, frozen=True):
     duplicates: int
 
 
-class BridgeMetrics:
-    """Counters of the webhook and of the Alertmanager client (the exporter's own behaviour)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        prefix = "monitoring_alertmanager_"
-        self.notifications = Counter(
-            prefix + "notifications_received", "Webhook notifications received.",
-            registry=self.registry,
-        )  # fmt: skip
-        self.notifications_rejected = Counter(
-            prefix + "notifications_rejected", "Webhook notifications not stored, by reason.",
-            ["reason"], registry=self.registry,
-        )  # fmt: skip
-        self.alerts = Counter(
-            prefix + "alerts_received", "Alerts received in webhook notifications, by status.",
-            ["status"], registry=self.registry,
-        )  # fmt: skip
-        self.alerts_rejected = Counter(
-            prefix + "alerts_rejected", "Alerts in notifications that were rejected.",
-            registry=self.registry,
-        )  # fmt: skip
-        self.duplicates = Counter(
-            prefix + "alerts_duplicate",
-            "Alerts that changed nothing (redeliveries, HA duplicates, firing repeats).",
-            registry=self.registry,
-        )  # fmt: skip
-        self.silences = Counter(
-            prefix + "silence_requests", "Requests to Alertmanager's silence API, by result.",
-            ["operation", "result"], registry=self.registry,
-        )  # fmt: skip
-
-
-@dataclass
-class Bridge:
-    """The feature's state on the app."""
-
-    writer: storage.AlertWriter
-    metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
-    counts: dict[tuple[str, str], int] | None = None
-    dirty: asyncio.Event = field(default_factory=asyncio.Event)
-    silences: Silences | None = None
-
-
-BRIDGE = web.AppKey("alert_bridge", Bridge)
-
-
-class AlertCounts:
-    """``monitoring_alerts{status,severity}`` from the cached counts; every pair is present."""
-
-    def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
-
-    def collect(self) -> Iterator[Metric]:
-        """The counts as of the last refresh (nothing until the first one)."""
-        counts = self.bridge.counts
-        if counts is None:
-            return
-        family = GaugeMetricFamily(
-            "monitoring_alerts", "Incidents currently in each state.", labels=["status", "severity"]
-        )
-        for status in lifecycle.STATUSES:
-            for severity in lifecycle.SEVERITIES:
-                family.add_metric([status, severity], counts.get((status, severity), 0))
-        yield family
-
-
 # ----------------------------------------------------------------------------- handlers
 
 
@@ -238,7 +173,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         request.app[SELF_METRICS].writes_committed.labels("system_alerts").inc(len(outcome.changed))
     for change in outcome.changed:
         if change.status == "resolved" and change.silence_id:
-            await _expire_silence(request.app, change.silence_id)
+            await expire_silence(request.app, change.silence_id)
     opened = sum(c.inserted for c in outcome.changed)
     return json_response(
         WebhookReceipt(len(records), opened, len(outcome.changed) - opened, outcome.duplicates)
@@ -357,7 +292,7 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
         and row["source"] == "alertmanager"
         and row["silence_id"] is None
     ):
-        row["silence_id"] = await _create_silence(request.app, silences, row, body.by)
+        row["silence_id"] = await create_silence(request.app, silences, row, body.by)
     return json_response(msgspec.convert(row, Alert))
 
 
@@ -381,7 +316,7 @@ async def _change(request: web.Request, alert_id: int, operation: Any) -> dict[s
     if transition.changed:
         request.app[BRIDGE].dirty.set()
         if row["status"] == "resolved" and row["silence_id"]:
-            await _expire_silence(request.app, row["silence_id"])
+            await expire_silence(request.app, row["silence_id"])
     return row
 
 
@@ -401,141 +336,20 @@ def _not_found(request: web.Request) -> ApiError:
     return ApiError(404, "not_found", f"alert {request.match_info['id']} does not exist")
 
 
-# ----------------------------------------------------------------------------- silences
-
-
-async def _create_silence(
-    app: web.Application, silences: Silences, row: dict[str, Any], by: str
-) -> str | None:
-    """Silence the incident in Alertmanager; a failure is logged and counted, never raised."""
-    metrics = app[BRIDGE].metrics
-    try:
-        silence_id = await silences.create(
-            row["labels"],
-            app[CONFIG].alerts.silence_duration.seconds,
-            by,
-            f"Acknowledged in monitoring-exporter (alert {row['id']}: {row['title']})",
-        )
-    except SilenceError as exc:
-        metrics.silences.labels("create", "error").inc()
-        log.warning("could not create silence", extra={"alert_id": row["id"], "error": str(exc)})
-        return None
-    metrics.silences.labels("create", "ok").inc()
-    if not await storage.set_silence(app[DATABASE], row["id"], silence_id):
-        await _expire_silence(app, silence_id)  # resolved while the silence was being made
-        return None
-    return silence_id
-
-
-async def _expire_silence(app: web.Application, silence_id: str) -> None:
-    """Expire a silence; failures are logged and counted (it ends at its endsAt anyway)."""
-    bridge = app[BRIDGE]
-    if bridge.silences is None:
-        return
-    try:
-        await bridge.silences.expire(silence_id)
-    except SilenceError as exc:
-        bridge.metrics.silences.labels("expire", "error").inc()
-        log.warning("could not expire silence", extra={"silence_id": silence_id, "error": str(exc)})
-    else:
-        bridge.metrics.silences.labels("expire", "ok").inc()
-
-
-# ----------------------------------------------------------------------------- lifetimes
-
-
-async def _silence_client(app: web.Application) -> AsyncIterator[None]:
-    url = app[CONFIG].alerts.alertmanager_url
-    if url is None:
-        yield
-        return
-    async with aiohttp.ClientSession() as session:
-        app[BRIDGE].silences = Silences(session, url, app[CONFIG].alerts.request_timeout.seconds)
-        yield
-        app[BRIDGE].silences = None
-
-
-async def _refresh_counts(app: web.Application) -> None:
-    bridge, db = app[BRIDGE], app[DATABASE]
-
-    def on_notify(channel: str, _payload: str) -> None:
-        if channel == "system_alerts":
-            bridge.dirty.set()
-
-    unsubscribe = app[LISTENER].subscribe(on_notify)
-    try:
-        await db.wait_ready()
-        while True:
-            bridge.dirty.clear()
-            try:
-                bridge.counts = await storage.count_alerts(db)
-            except StorageUnavailable:
-                bridge.dirty.set()
-            # a slow safety refresh covers notifications lost while the listener reconnected
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bridge.dirty.wait(), timeout=60)
-            await asyncio.sleep(app[CONFIG].alerts.counts_refresh_interval.seconds)
-    finally:
-        unsubscribe()
-
-
-async def _auto_resolve(app: web.Application) -> None:
-    """Resolve due manual alerts, and silenced incidents that Alertmanager dropped."""
-    db = app[DATABASE]
-    await db.wait_ready()
-    while True:
-        try:
-            resolved = await storage.resolve_due(db)
-            resolved += await _reconcile_silenced(app)
-            for _alert_id, silence_id in resolved:
-                app[BRIDGE].dirty.set()
-                if silence_id:
-                    await _expire_silence(app, silence_id)
-        except StorageUnavailable:
-            pass
-        await asyncio.sleep(app[CONFIG].alerts.auto_resolve_interval.seconds)
-
-
-async def _reconcile_silenced(app: web.Application) -> list[tuple[int, str | None]]:
-    # Alertmanager sends no resolved notification for a silenced alert (its issue #226)
-    silences, db = app[BRIDGE].silences, app[DATABASE]
-    if silences is None:
-        return []
-    candidates = await storage.silenced_open(db)
-    if not candidates:
-        return []
-    try:
-        firing = await silences.active_alerts()
-    except SilenceError as exc:
-        app[BRIDGE].metrics.silences.labels("list_alerts", "error").inc()
-        log.warning("could not list Alertmanager alerts", extra={"error": str(exc)})
-        return []
-    gone = [i for i, fp, starts in candidates if (fp, starts) not in firing]
-    return await storage.resolve_gone(db, gone) if gone else []
-
-
-async def _seed_demo(app: web.Application) -> None:
-    await app[DATABASE].wait_ready()
-    added = await storage.seed_demo(app[DATABASE])
-    if added:
-        app[BRIDGE].dirty.set()
-        log.info("demo alerts seeded", extra={"alerts": added})
-
-
 def setup(app: web.Application) -> None:
     """Register the alert routes, collectors and lifetimes."""
     config = app[CONFIG]
     writer = storage.AlertWriter(app[DATABASE], max_alerts=config.alerts.write_batch_max_alerts)
     bridge = app[BRIDGE] = Bridge(writer)
     writer.on_commit = bridge.dirty.set
-    app[EXPOSITION].add("alerts", AlertCounts(bridge))
+    app[EXPOSITION].add("alerts", AlertCounts(lambda: bridge.counts))
     app[EXPOSITION].add("alertmanager_webhook", bridge.metrics.registry)
-    app.cleanup_ctx.append(_silence_client)
+    app.cleanup_ctx.append(silence_client)
     app.cleanup_ctx.append(background("alerts-writer", lambda a: writer.run()))
-    app.cleanup_ctx.append(background("alerts-counts", _refresh_counts))
-    app.cleanup_ctx.append(background("alerts-auto-resolve", _auto_resolve))
+    app.cleanup_ctx.append(background("alerts-counts", refresh_counts))
+    app.cleanup_ctx.append(background("alerts-auto-resolve", auto_resolve))
     if config.demo:
-        app.cleanup_ctx.append(background("alerts-demo", _seed_demo))
+        app.cleanup_ctx.append(background("alerts-demo", seed_demo))
     api, tags = app[API], ("alerts",)
     conflict = {404: "no such alert", 409: "the alert is resolved"}
     for route in (
