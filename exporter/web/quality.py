@@ -1,28 +1,23 @@
-"""Data quality over HTTP and /metrics: the push API, the list, the overview, and the checks.
+"""Data quality over HTTP: the push API, the list and the overview.
 
-Handlers are short: parse → domain rules → storage → reply. The checks run in one background
-lifetime, one loop per check, each with its own timeout, each failing alone.
+Handlers are short: parse → domain rules → storage → reply. The checks and the feature's
+state are in ``quality_checks``; the families in ``exposition.quality``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from exporter.config import Config
-from exporter.config.quality import DEFAULT_LEVELS, Check
-from exporter.demo import quality as demo
+from exporter.config.quality import DEFAULT_LEVELS
 from exporter.domain import quality as q
-from exporter.inputs.quality_checks import Measurement, run_check
+from exporter.exposition.quality import QualityCollector
 from exporter.storage import quality as storage
 from exporter.storage.sources import SourcePools
 from exporter.web.api import Route
@@ -31,6 +26,13 @@ from exporter.web.errors import ApiError, Detail
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
 from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_cursor
 from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
+from exporter.web.quality_checks import (
+    QUALITY,
+    QualityState,
+    pools_ctx,
+    remember,
+    run_checks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,28 +106,6 @@ IndicatorBody = IndicatorIn | list[IndicatorIn]
 _decoder: msgspec.json.Decoder[IndicatorBody] = msgspec.json.Decoder(IndicatorBody)
 
 
-@dataclass
-class CheckRun:
-    """The outcome of a check's last run, for its own gauges."""
-
-    ok: bool
-    duration: float
-    at: float
-
-
-@dataclass
-class QualityState:
-    """What the quality feature keeps in memory: the scoreboard and the checks' last runs."""
-
-    scoreboard: q.Scoreboard
-    pools: SourcePools
-    runs: dict[str, CheckRun] = field(default_factory=dict)
-    weights: dict[str, float] = field(default_factory=dict)
-
-
-QUALITY = web.AppKey("quality", QualityState)
-
-
 # ---------------------------------------------------------------- push, list, overview
 
 
@@ -180,21 +160,6 @@ def _indicator(row: Any) -> Indicator:
     return Indicator(**values)
 
 
-def _remember(state: QualityState, row: Any, weight: float, *, pushed: bool) -> None:
-    levels = q.Levels(
-        row["warning_level"] if row["warning_level"] is not None else DEFAULT_LEVELS.warning,
-        row["critical_level"] if row["critical_level"] is not None else DEFAULT_LEVELS.critical,
-    )
-    state.scoreboard.record(
-        (row["source"], row["dataset"], row["dimension"]),
-        row["check_name"] or "",
-        q.Member(row["score"], levels, weight),
-        row["measured_at"],
-        now=time.monotonic(),
-        pushed=pushed,
-    )
-
-
 async def post_indicators(request: web.Request) -> web.Response:
     """Record one indicator or an array of them, atomically."""
     app = request.app
@@ -230,7 +195,7 @@ async def post_indicators(request: web.Request) -> web.Response:
         stored = await storage.insert(conn, db.schema, rows) if rows else []
     app[SELF_METRICS].writes_committed.labels(TABLE).inc(len(stored))
     for row in stored:
-        _remember(state, row, 1.0, pushed=True)
+        remember(state, row, 1.0, pushed=True)
     out = [_indicator(r) for r in stored]
     if isinstance(parsed, list):
         return json_response(Page(out, None), status=201)
@@ -291,160 +256,6 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-# ---------------------------------------------------------------- checks
-
-
-async def run_one(app: web.Application, check: Check) -> bool:
-    """Run a check once: export and store its measurement, or report its failure."""
-    state = app[QUALITY]
-    pools = state.pools
-    started = time.perf_counter()
-    try:
-        measurement = await asyncio.wait_for(
-            run_check(check, lambda s, sql, args, t: pools.fetch(s, sql, args, timeout=t)),
-            timeout=check.timeout.seconds,
-        )
-    except Exception as exc:
-        took = time.perf_counter() - started
-        state.runs[check.name] = CheckRun(False, took, time.time())
-        app[EXPOSITION].report_run(f"quality:{check.name}", False, took)
-        error = "timed out" if isinstance(exc, TimeoutError) else f"{exc}"
-        log.warning("quality check failed", extra={"check": check.name, "error": error})
-        return False
-    took = time.perf_counter() - started
-    await _store(app, check, measurement)
-    # reported after storing, so whoever sees the run can also read its row
-    state.runs[check.name] = CheckRun(True, took, time.time())
-    app[EXPOSITION].report_run(f"quality:{check.name}", True, took)
-    return True
-
-
-async def _store(app: web.Application, check: Check, m: Measurement) -> None:
-    levels = check.effective_levels
-    row = storage.NewIndicator(
-        source=check.source,
-        dataset=check.dataset,
-        dimension=check.dimension,
-        score=m.score,
-        total_records=m.total,
-        valid_records=m.valid,
-        status=q.status_of(m.score, q.Levels(levels.warning, levels.critical)),
-        warning_level=levels.warning,
-        critical_level=levels.critical,
-        check_name=check.name,
-        issues_json=msgspec.json.encode(m.issues).decode(),
-        measured_at=datetime.now(UTC),
-    )
-    _remember(app[QUALITY], _as_row(row), check.weight, pushed=False)
-    db = app[DATABASE]
-    try:
-        async with db.transaction() as conn:
-            await storage.insert(conn, db.schema, [row])
-    except Exception as exc:
-        # the measurement is still exported; the next run stores a fresh one
-        log.warning("quality result not stored", extra={"check": check.name, "error": f"{exc}"})
-        return
-    app[SELF_METRICS].writes_committed.labels(TABLE).inc()
-
-
-def _as_row(row: storage.NewIndicator) -> dict[str, Any]:
-    return {
-        "source": row.source,
-        "dataset": row.dataset,
-        "dimension": row.dimension,
-        "check_name": row.check_name,
-        "score": row.score,
-        "warning_level": row.warning_level,
-        "critical_level": row.critical_level,
-        "measured_at": row.measured_at,
-    }
-
-
-async def _check_loop(app: web.Application, check: Check) -> None:
-    while True:
-        await run_one(app, check)
-        await asyncio.sleep(check.interval.seconds)
-
-
-async def _run_checks(app: web.Application) -> None:
-    """Wait for the database (and the demo data), restore the last state, then run the checks."""
-    config, db = app[CONFIG], app[DATABASE]
-    await db.wait_ready()
-    if config.demo:
-        await demo.seed_demo(db)
-    await _restore(app)
-    async with asyncio.TaskGroup() as group:
-        for check in config.quality.checks:
-            group.create_task(_check_loop(app, check), name=f"quality:{check.name}")
-
-
-async def _restore(app: web.Application) -> None:
-    """Export the stored latest measurements until checks and pushers send fresh ones."""
-    state, db = app[QUALITY], app[DATABASE]
-    ttl = app[CONFIG].metrics.series_ttl.seconds
-    try:
-        async with db.connection() as conn:
-            rows = await storage.latest(conn, db.schema, datetime.now(UTC) - timedelta(seconds=ttl))
-    except Exception as exc:
-        log.warning("could not restore quality state", extra={"error": f"{exc}"})
-        return
-    for row in rows:
-        name = row["check_name"]
-        if name is None:
-            _remember(state, row, 1.0, pushed=True)
-        elif name in state.weights:
-            _remember(state, row, state.weights[name], pushed=False)
-
-
-async def _pools_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[QUALITY].pools.close()
-
-
-class QualityCollector:
-    """``monitoring_data_quality_*`` from the scoreboard, and each check's last run."""
-
-    def __init__(self, state: QualityState) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
-        """Rebuild the families from current state."""
-        labels = ["source", "dataset", "dimension"]
-        score = GaugeMetricFamily(
-            "monitoring_data_quality_score", "Data-quality score, 0-100.", labels=labels
-        )
-        status = GaugeMetricFamily(
-            "monitoring_data_quality_status",
-            "Data-quality status: 0 healthy, 1 warning, 2 critical.",
-            labels=labels,
-        )
-        for key, agg in self.state.scoreboard.series(time.monotonic()):
-            if agg.score is None:
-                continue  # undefined: no sample rather than a made-up 0 or 100
-            score.add_metric(list(key), agg.score)
-            status.add_metric(list(key), q.STATUS_CODE[agg.status])
-        ok = GaugeMetricFamily(
-            "monitoring_quality_check_success",
-            "Whether the quality check's last run succeeded (1) or failed (0).",
-            labels=["check"],
-        )
-        took = GaugeMetricFamily(
-            "monitoring_quality_check_duration_seconds",
-            "How long the quality check's last run took.",
-            labels=["check"],
-        )
-        last = GaugeMetricFamily(
-            "monitoring_quality_check_last_run_timestamp_seconds",
-            "When the quality check last ran (Unix time).",
-            labels=["check"],
-        )
-        for name, run in sorted(self.state.runs.items()):
-            ok.add_metric([name], 1.0 if run.ok else 0.0)
-            took.add_metric([name], run.duration)
-            last.add_metric([name], run.at)
-        yield from (score, status, ok, took, last)
-
-
 def setup(app: web.Application) -> None:
     """Register the routes, the collector, the source pools and the check scheduler."""
     config: Config = app[CONFIG]
@@ -455,7 +266,7 @@ def setup(app: web.Application) -> None:
         pools=SourcePools(config.quality.sources),
         weights={c.name: c.weight for c in config.quality.checks},
     )
-    app[EXPOSITION].add("quality", QualityCollector(state))
+    app[EXPOSITION].add("quality", QualityCollector(state.scoreboard, state.runs))
     api = app[API]
     tags = ("quality",)
     api.add(app, Route("POST", "/api/v1/quality-indicators", post_indicators,
@@ -467,6 +278,6 @@ def setup(app: web.Application) -> None:
     api.add(app, Route("GET", "/api/v1/quality/overview", quality_overview,
                        "Latest score per source and dimension, per source, and overall", "read",
                        query=OverviewQuery, response=q.Overview, tags=tags))  # fmt: skip
-    app.cleanup_ctx.append(_pools_ctx)
+    app.cleanup_ctx.append(pools_ctx)
     if config.quality.checks or config.demo:
-        app.cleanup_ctx.append(background("quality-checks", _run_checks))
+        app.cleanup_ctx.append(background("quality-checks", run_checks))
