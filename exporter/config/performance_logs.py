@@ -14,10 +14,31 @@ class PerformanceLogs(Section, frozen=True):
     batch_max_rows: int = 5000
     batch_max_delay: Duration = msgspec.field(default_factory=lambda: Duration(0.002))
     queue_max_rows: int = 200_000
+    # estimated memory of queued records: body bytes plus ~400 bytes of objects per row
     queue_max_bytes: int = 128 << 20
     max_records_per_request: int = 100_000
     max_request_details_bytes: int = 64 << 10
+    # batches written at the same time (each on its own pooled connection)
+    max_concurrent_batches: int = 2
+    # label sets of monitoring_operation_duration_seconds; further operation types are
+    # counted under operation_type="other"
+    max_histogram_series: int = 500
     self_instrument: bool = False
+
+    def __post_init__(self) -> None:
+        for name in (
+            "batch_max_rows",
+            "queue_max_rows",
+            "queue_max_bytes",
+            "max_records_per_request",
+            "max_concurrent_batches",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1")
+        if self.max_histogram_series < 4:
+            raise ValueError("max_histogram_series: must be at least 4")
+        if self.queue_max_rows < self.batch_max_rows:
+            raise ValueError("queue_max_rows: must be at least batch_max_rows")
 
 
 class Retention(Section, frozen=True):

@@ -1,7 +1,433 @@
-"""Routes of the performance_logs feature (being built in its own issue)."""
+"""Performance logs: the ingest (group commit), the queries, the histogram and the upkeep."""
 
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
 from aiohttp import web
+
+from exporter.config import Config
+from exporter.demo.performance_logs import demo_rows
+from exporter.domain.performance_log import (
+    Committed,
+    DurationHistogram,
+    OperationSummary,
+    PerformanceLog,
+    PerformanceLogIn,
+    Status,
+    Summary,
+    columns_valid,
+    details_text,
+    problems,
+)
+from exporter.exposition.performance_logs import PerformanceLogCollector
+from exporter.storage import StorageUnavailable, retention
+from exporter.storage import performance_log_queries as queries
+from exporter.storage import performance_logs as store
+from exporter.web.api import Route
+from exporter.web.background import background
+from exporter.web.errors import ApiError, Detail, Handler
+from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
+from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_cursor
+from exporter.web.payload import json_response, located, media_type, parse_query, read_body
+
+log = logging.getLogger(__name__)
+
+TABLE = "system_performance_logs"
+NDJSON = "application/x-ndjson"
+WRITER = web.AppKey("performance_log_writer", store.GroupWriter)
+HISTOGRAM = web.AppKey("performance_log_histogram", DurationHistogram)
+_MAX_DETAILS = 50  # problems listed in one 400 answer
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The ingest's limits, read from the configuration once (they are used per request)."""
+
+    retention: timedelta
+    max_details_bytes: int
+    max_body_bytes: int
+    max_records: int
+
+    @classmethod
+    def of(cls, config: Config) -> Limits:
+        """The limits of a configuration."""
+        return cls(
+            timedelta(seconds=config.retention.performance_logs.seconds),
+            config.performance_logs.max_request_details_bytes,
+            config.web.performance_logs_max_body_bytes,
+            config.performance_logs.max_records_per_request,
+        )
+
+
+LIMITS = web.AppKey("performance_log_limits", Limits)
+
+Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
+
+
+class LogQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Filters of GET /api/v1/performance-logs (time windows are [since, until))."""
+
+    operation_type: str | None = None
+    operation_name: str | None = None
+    status: Status | None = None
+    user_id: str | None = None
+    min_duration_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    limit: Limit = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+class SummaryQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Window and filters of the summary; the window defaults to the last hour."""
+
+    operation_type: str | None = None
+    operation_name: str | None = None
+    user_id: str | None = None
+    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    limit: Limit = DEFAULT_LIMIT
+
+
+_one_or_many = msgspec.json.Decoder(PerformanceLogIn | list[PerformanceLogIn])
+_one = msgspec.json.Decoder(PerformanceLogIn)
+_many = msgspec.json.Decoder(list[PerformanceLogIn])
+
+
+def _too_many(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"a request may hold at most {limit} records")
+
+
+def parse_ndjson(body: bytes, max_records: int) -> tuple[list[PerformanceLogIn], list[int]]:
+    """The records of an NDJSON body and their line numbers; 400 naming the first bad line."""
+    numbered = [(n, line) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
+    if len(numbered) > max_records:
+        raise _too_many(max_records)
+    lines = [n for n, _ in numbered]
+    try:
+        # fast path: the lines as one JSON array, decoded in one call
+        records = _many.decode(b"[" + b",".join(line for _, line in numbered) + b"]")
+        if len(records) == len(numbered):
+            return records, lines
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    records = []
+    for n, line in numbered:
+        try:
+            records.append(_one.decode(line))
+        except msgspec.ValidationError as exc:
+            raise ApiError(
+                400, "invalid_body", f"line {n} is not a valid record", [located(exc, f"line {n}")]
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(
+                400,
+                "malformed_json",
+                f"line {n} is not well-formed JSON",
+                [Detail(f"line {n}", str(exc))],
+            ) from None
+    return records, lines
+
+
+def parse_json(body: bytes, max_records: int) -> tuple[list[PerformanceLogIn], bool]:
+    """The records of a JSON body (one object or an array) and whether it was an array."""
+    try:
+        decoded = _one_or_many.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_body", "the body is not valid", [located(exc)]) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(
+            400, "malformed_json", "the body is not well-formed JSON", [Detail("(body)", str(exc))]
+        ) from None
+    if isinstance(decoded, PerformanceLogIn):
+        return [decoded], False
+    if len(decoded) > max_records:
+        raise _too_many(max_records)
+    return decoded, True
+
+
+def to_rows(
+    records: list[PerformanceLogIn],
+    path_of: Callable[[int], str],
+    now: datetime,
+    request: web.Request,
+) -> store.Rows:
+    """Check the rules beyond types and turn the records into columns; 400 when any fails."""
+    limits = request.app[LIMITS]
+    keep, max_details = limits.retention, limits.max_details_bytes
+    if len(records) == 1 and not problems(
+        r := records[0], now=now, retention=keep, max_details_bytes=max_details
+    ):
+        return store.Rows(
+            [r.operation_type], [r.operation_name], [r.duration_ms], [r.memory_usage_bytes],
+            [r.cpu_usage_percent], [r.status], [r.error_message], [r.user_id],
+            [details_text(r)], [r.recorded_at],
+        )  # fmt: skip
+    # column by column: list comprehensions are several times faster than appends per row
+    rows = store.Rows(
+        [r.operation_type for r in records],
+        [r.operation_name for r in records],
+        [r.duration_ms for r in records],
+        [r.memory_usage_bytes for r in records],
+        [r.cpu_usage_percent for r in records],
+        [r.status for r in records],
+        [r.error_message for r in records],
+        [r.user_id for r in records],
+        [details_text(r) for r in records],
+        [r.recorded_at for r in records],
+    )
+    texts = (rows.operation_name, rows.error_message, rows.user_id)
+    if columns_valid(
+        rows.duration_ms, rows.cpu_usage_percent, texts, rows.request_details,
+        rows.recorded_at, now=now, retention=keep, max_details_bytes=max_details,
+    ):  # fmt: skip
+        return rows
+    # something is wrong: name every problem, record by record
+    details: list[Detail] = []
+    for i, record in enumerate(records):
+        for problem in problems(record, now=now, retention=keep, max_details_bytes=max_details):
+            details.append(Detail(f"{path_of(i)}{problem.field}", problem.message))
+        if len(details) >= _MAX_DETAILS:
+            break
+    if not details:  # the fast check is conservative (e.g. durations summing past 1e308)
+        return rows
+    raise ApiError(
+        400, "invalid_body", "some records are not valid; none was stored", details[:_MAX_DETAILS]
+    )
+
+
+async def _read_rows(request: web.Request) -> tuple[store.Rows, int]:
+    """The request's records as columns, and the body's size (nothing else is kept)."""
+    limits = request.app[LIMITS]
+    ctype = media_type(request, ("application/json", NDJSON))
+    limit_bytes = limits.max_body_bytes
+    declared = request.content_length
+    if (
+        declared is not None
+        and declared <= limit_bytes
+        and "Content-Encoding" not in request.headers
+    ):
+        body = await request.read()  # the common case, without read_body's chunk loop
+    else:
+        body = await read_body(request, limit_bytes)
+    limit = limits.max_records
+    now = datetime.now(UTC)
+    if ctype == NDJSON:
+        records, lines = parse_ndjson(body, limit)
+        return to_rows(records, lambda i: f"line {lines[i]}.", now, request), len(body)
+    records, many = parse_json(body, limit)
+    path_of = (lambda i: f"[{i}].") if many else (lambda i: "")
+    return to_rows(records, path_of, now, request), len(body)
+
+
+async def post_logs(request: web.Request) -> web.Response:
+    """Store one record, an array or NDJSON; answer once everything is committed."""
+    rejected = request.app[SELF_METRICS].writes_rejected
+    try:
+        rows, size = await _read_rows(request)
+    except ApiError as exc:
+        # counted per request: a body that does not parse has no record count
+        rejected.labels(TABLE, "invalid" if exc.status == 400 else "too_large").inc()
+        raise
+    try:
+        await request.app[WRITER].write(rows, size)
+    except store.QueueFull:
+        rejected.labels(TABLE, "overloaded").inc(len(rows))
+        raise ApiError(
+            503,
+            "overloaded",
+            "too many records are waiting to be written; retry",
+            headers={"Retry-After": "1"},
+        ) from None
+    except store.TooLarge:
+        rejected.labels(TABLE, "too_large").inc(len(rows))
+        raise ApiError(
+            413, "payload_too_large", "the request is larger than the write queue"
+        ) from None
+    except store.Rejected as exc:
+        rejected.labels(TABLE, "database").inc(len(rows))
+        raise ApiError(
+            400,
+            "rejected",
+            "the database refused the records; none was stored",
+            [Detail("(body)", str(exc))],
+        ) from None
+    except StorageUnavailable:
+        rejected.labels(TABLE, "unavailable").inc(len(rows))
+        raise
+    return json_response(Committed(len(rows)))
+
+
+def _log(row: Mapping[str, Any]) -> PerformanceLog:
+    return PerformanceLog(
+        **{k: v for k, v in row.items() if k != "request_details"},
+        request_details=msgspec.Raw(row["request_details"].encode()),
+    )
+
+
+async def get_logs(request: web.Request) -> web.Response:
+    """Records matching the filters, newest first, with a cursor for the next page."""
+    q = parse_query(request, LogQuery)
+    after = None
+    if q.cursor is not None:
+        position = decode_cursor(q.cursor)
+        after = (position.at, position.id)
+    filters = {
+        "operation_type": q.operation_type,
+        "operation_name": q.operation_name,
+        "status": q.status,
+        "user_id": q.user_id,
+        "min_duration_ms": q.min_duration_ms,
+        "since": q.since,
+        "until": q.until,
+    }
+    rows = await queries.select_logs(request.app[DATABASE], filters, after, q.limit)
+    page = Page([_log(r) for r in rows], next_cursor(list(rows), q.limit, "recorded_at"))
+    return json_response(page)
+
+
+async def get_summary(request: web.Request) -> web.Response:
+    """p50/p95/p99 duration and error rate per operation over a window (default: last hour)."""
+    q = parse_query(request, SummaryQuery)
+    until = q.until or datetime.now(UTC)
+    since = q.since or until - timedelta(hours=1)
+    if since >= until:
+        raise ApiError(
+            400, "invalid_query", "the window is empty", [Detail("since", "must be before until")]
+        )
+    filters = {
+        "operation_type": q.operation_type,
+        "operation_name": q.operation_name,
+        "user_id": q.user_id,
+        "since": since,
+        "until": until,
+    }
+    rows = await queries.summarise(request.app[DATABASE], filters, q.limit)
+    items = [
+        OperationSummary(**dict(r.items()), error_rate=(r["errors"] + r["timeouts"]) / r["count"])
+        for r in rows
+    ]
+    return json_response(Summary(since, until, items))
+
+
+async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The writer's lifetime; at shutdown (handlers have finished) it drains and answers all."""
+    yield
+    await app[WRITER].close()
+
+
+def _on_commit(app: web.Application) -> Callable[[store.Rows], None]:
+    histogram = app[HISTOGRAM]
+    committed = app[SELF_METRICS].writes_committed.labels(TABLE)
+
+    def hook(rows: store.Rows) -> None:
+        committed.inc(len(rows))
+        histogram.observe_many(rows.operation_type, rows.status, rows.duration_ms)
+
+    return hook
+
+
+@web.middleware
+async def self_instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record the service's own API calls as performance logs (never the ingest itself)."""
+    started = time.perf_counter()
+    status = "error"
+    try:
+        response = await handler(request)
+        status = "success" if response.status < 500 else "error"
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else None
+        if route and route.startswith("/api/v1/") and route != "/api/v1/performance-logs":
+            rows = store.Rows()
+            rows.operation_type.append("api_call")
+            rows.operation_name.append(f"{request.method} {route}")
+            rows.duration_ms.append((time.perf_counter() - started) * 1000)
+            rows.memory_usage_bytes.append(None)
+            rows.cpu_usage_percent.append(None)
+            rows.status.append(status)
+            rows.error_message.append(None)
+            rows.user_id.append(None)
+            rows.request_details.append(None)
+            rows.recorded_at.append(None)
+            request.app[WRITER].offer(rows, 256)
+
+
+async def seed_demo(app: web.Application) -> None:
+    """Seed a day of sample records on first start in --demo mode."""
+    db = app[DATABASE]
+    await db.wait_ready()
+    if await queries.count_logs(db):
+        return
+    rows = demo_rows(datetime.now(UTC))
+    await app[WRITER].write(rows, 0)
+    log.info("seeded demo performance logs", extra={"rows": len(rows)})
 
 
 def setup(app: web.Application) -> None:
-    """Register this feature's routes, collectors and lifetimes."""
+    """Register the routes, the collector, the writer, retention and demo seeding."""
+    config = app[CONFIG]
+    app[LIMITS] = Limits.of(config)
+    app[HISTOGRAM] = DurationHistogram(config.performance_logs.max_histogram_series)
+    app[WRITER] = store.GroupWriter(app[DATABASE], config.performance_logs, _on_commit(app))
+    app[EXPOSITION].add("performance_logs", PerformanceLogCollector(app[HISTOGRAM], app[WRITER]))
+    app.cleanup_ctx.append(_writer_ctx)
+    app.cleanup_ctx.append(
+        background("retention", lambda a: retention.run_forever(a[DATABASE], config.retention))
+    )
+    if config.demo:
+        app.cleanup_ctx.append(background("performance-logs-demo", seed_demo))
+    if config.performance_logs.self_instrument or config.demo:
+        # added while the app is being built, before aiohttp freezes its middleware list
+        app.middlewares.append(self_instrument)
+    api = app[API]
+    tags = ("performance logs",)
+    api.add(
+        app,
+        Route(
+            "POST",
+            "/api/v1/performance-logs",
+            post_logs,
+            "Store performance logs: one object, an array, or NDJSON; answered once committed",
+            "write",
+            body=PerformanceLogIn | list[PerformanceLogIn],
+            response=Committed,
+            content_types=("application/json", NDJSON),
+            tags=tags,
+            responses={413: "body or record count over its limit", 415: "unsupported content type"},
+        ),
+    )
+    api.add(
+        app,
+        Route(
+            "GET",
+            "/api/v1/performance-logs",
+            get_logs,
+            "List performance logs, newest first",
+            "read",
+            query=LogQuery,
+            response=Page[PerformanceLog],
+            tags=tags,
+        ),
+    )
+    api.add(
+        app,
+        Route(
+            "GET",
+            "/api/v1/performance-logs/summary",
+            get_summary,
+            "p50/p95/p99 duration and error rate per operation over a window",
+            "read",
+            query=SummaryQuery,
+            response=Summary,
+            tags=tags,
+        ),
+    )

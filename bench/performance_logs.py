@@ -1,0 +1,301 @@
+"""Performance-log ingest over HTTP on loopback, against baselines measured in the same run.
+
+The server is the real app (``create_app``) in a subprocess (``python -m bench.performance_logs
+serve DSN PORT``) with two bench-only routes added here, never in the product:
+``POST /bench/noop`` (reads the body, touches no database) and ``POST /bench/insert-each``
+(one INSERT per request, the naive baseline). The load generator is an aiohttp ClientSession
+with keep-alive and concurrent workers in this process; the machine's two cores are shared by
+the server, PostgreSQL and the load generator. Resident memory is the server process's RSS
+(psutil), sampled during the batched benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+import psutil
+
+from bench.harness import Figure, percentile, scratch_database
+
+SECONDS = 1.5  # per measurement round
+BATCH = 1000
+SENDERS = 4
+SINGLE_WORKERS = (
+    128  # group commit needs concurrency to group; the no-db route is client-bound anyway
+)
+RECORD = {
+    "operation_type": "api_call",
+    "operation_name": "GET /api/dashboard",
+    "duration_ms": 12.5,
+    "status": "success",
+    "user_id": "user_1",
+    "request_details": {"path": "/api/dashboard", "method": "GET"},
+}
+ONE = json.dumps(RECORD).encode()
+NDJSON = b"\n".join([ONE] * BATCH)
+URL = "/api/v1/performance-logs"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def serve(dsn: str, port: int, overrides: dict[str, Any] | None = None) -> None:
+    """The server process: the real app plus the two bench-only routes."""
+    from aiohttp import web
+
+    from exporter.config import parse_config
+    from exporter.web.app import create_app
+    from exporter.web.keys import DATABASE
+
+    app = create_app(parse_config({"auth": {"disabled": True}, **(overrides or {})}), dsn=dsn)
+
+    async def noop(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"committed": 1})
+
+    async def insert_each(request: web.Request) -> web.Response:
+        record = json.loads(await request.read())
+        async with request.app[DATABASE].transaction() as conn:
+            await conn.execute(
+                "INSERT INTO monitoring.system_performance_logs (operation_type,"
+                " operation_name, duration_ms, status, user_id, request_details, recorded_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+                record["operation_type"],
+                record["operation_name"],
+                record["duration_ms"],
+                record["status"],
+                record["user_id"],
+                json.dumps(record["request_details"]),
+                datetime.now(UTC),
+            )
+        return web.json_response({"committed": 1})
+
+    app.router.add_post("/bench/noop", noop)
+    app.router.add_post("/bench/insert-each", insert_each)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+async def closed_loop(
+    session: aiohttp.ClientSession, url: str, body: bytes, ctype: str, workers: int
+) -> float:
+    """Requests per second with ``workers`` senders each keeping one request in flight."""
+    done = 0
+    deadline = time.perf_counter() + SECONDS
+
+    async def worker() -> None:
+        nonlocal done
+        headers = {"Content-Type": ctype}
+        while time.perf_counter() < deadline:
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{url}: {resp.status} {await resp.text()}")
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return done / (time.perf_counter() - started)
+
+
+async def paced_latencies(session: aiohttp.ClientSession, url: str, rate: float) -> list[float]:
+    """Latencies (s) of single-record posts sent at a fixed ``rate`` (open loop)."""
+    latencies: list[float] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one() -> None:
+        started = time.perf_counter()
+        async with session.post(url, data=ONE, headers={"Content-Type": "application/json"}) as r:
+            await r.read()
+        latencies.append(time.perf_counter() - started)
+
+    start = time.perf_counter()
+    for i in range(int(rate * SECONDS)):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def raw_unnest(dsn: str) -> float:
+    """Rows per second of asyncpg's unnest INSERT, 1,000 rows per statement, SENDERS at once."""
+    rows = [
+        [RECORD["operation_type"]] * BATCH,
+        [RECORD["operation_name"]] * BATCH,
+        [RECORD["duration_ms"]] * BATCH,
+        [RECORD["status"]] * BATCH,
+        [RECORD["user_id"]] * BATCH,
+        [json.dumps(RECORD["request_details"])] * BATCH,
+        [datetime.now(UTC)] * BATCH,
+    ]
+    sql = (
+        "INSERT INTO monitoring.system_performance_logs (operation_type, operation_name,"
+        " duration_ms, status, user_id, request_details, recorded_at)"
+        " SELECT a, b, c, d, e, f::jsonb, g FROM unnest($1::text[], $2::text[], $3::float8[],"
+        " $4::text[], $5::text[], $6::text[], $7::timestamptz[]) AS x(a, b, c, d, e, f, g)"
+    )
+    conns = [await asyncpg.connect(dsn) for _ in range(SENDERS)]
+    done = 0
+    deadline = time.perf_counter() + SECONDS
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await conn.execute(sql, *rows)
+            done += BATCH
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for conn in conns:
+            await conn.close()
+    return done / (time.perf_counter() - started)
+
+
+async def run(rounds: int) -> list[Figure]:
+    """Batched and single-record ingest, with their baselines, and the server's memory."""
+    rounds = max(1, min(rounds, 5))
+    async with scratch_database() as dsn:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.performance_logs", "serve", dsn, str(port),
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            return await _measure(rounds, dsn, base, psutil.Process(proc.pid))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+async def _measure(rounds: int, dsn: str, base: str, server: psutil.Process) -> list[Figure]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await _wait_ready(session, base)
+        nd = "application/x-ndjson"
+        js = "application/json"
+        rss: list[int] = []
+        sampling = asyncio.create_task(_sample_rss(server, rss))
+
+        async def batched() -> float:
+            return BATCH * await closed_loop(session, base + URL, NDJSON, nd, SENDERS)
+
+        # paired measurements alternate round by round, so both sides of a ratio see the
+        # same background load (the machine is shared); each figure is a median
+        try:
+            await batched()  # warm-up: pool connections, plans, partitions
+            pairs = [(await batched(), await raw_unnest(dsn)) for _ in range(rounds)]
+        finally:
+            sampling.cancel()
+        batched_rate = statistics.median(p[0] for p in pairs)
+        raw_rate = statistics.median(p[1] for p in pairs)
+
+        async def single(path: str) -> float:
+            return await closed_loop(session, base + path, ONE, js, SINGLE_WORKERS)
+
+        await single(URL)
+        await single("/bench/noop")
+        trios = [
+            (await single(URL), await single("/bench/noop"), await single("/bench/insert-each"))
+            for _ in range(rounds)
+        ]
+        single_rate = statistics.median(t[0] for t in trios)
+        noop_rate = statistics.median(t[1] for t in trios)
+        each_rate = statistics.median(t[2] for t in trios)
+        p99s = []
+        for _ in range(rounds):
+            latencies = await paced_latencies(session, base + URL, single_rate / 2)
+            p99s.append(percentile(latencies, 99) * 1000)
+        p99 = statistics.median(p99s)
+    peak_mb = max(rss, default=0) / 2**20
+    return [
+        Figure(
+            "batched ingest (1,000/request, 4 senders)",
+            batched_rate,
+            "rows/s",
+            ">= 100,000 rows/s",
+            met=batched_rate >= 100_000,
+        ),
+        Figure(
+            "batched ingest vs raw asyncpg unnest",
+            batched_rate,
+            "rows/s",
+            ">= 0.7x raw unnest",
+            raw_rate,
+            "raw unnest",
+            batched_rate >= 0.7 * raw_rate,
+        ),
+        Figure(
+            "one record/request vs no-database POST",
+            single_rate,
+            "req/s",
+            ">= 0.7x no-db POST",
+            noop_rate,
+            "no-db POST",
+            single_rate >= 0.7 * noop_rate,
+        ),
+        Figure(
+            "one record/request vs INSERT per request",
+            single_rate,
+            "req/s",
+            ">= 2x INSERT each",
+            each_rate,
+            "INSERT each",
+            single_rate >= 2 * each_rate,
+        ),
+        Figure("p99 latency at half max single rate", p99, "ms", "<= 10 ms", met=p99 <= 10),
+        Figure("server RSS peak during batched", peak_mb, "MB", "< 250 MB", met=peak_mb < 250),
+    ]
+
+
+async def _wait_ready(session: aiohttp.ClientSession, base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(base + "/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("bench server not ready")
+
+
+async def _sample_rss(process: psutil.Process, out: list[int]) -> None:
+    while True:
+        out.append(process.memory_info().rss)
+        await asyncio.sleep(0.05)
+
+
+def main(argv: list[str]) -> None:
+    """``serve DSN PORT``: run the bench server."""
+    if len(argv) in (3, 4) and argv[0] == "serve":
+        serve(argv[1], int(argv[2]), json.loads(argv[3]) if len(argv) == 4 else None)
+    else:
+        raise SystemExit("usage: python -m bench.performance_logs serve DSN PORT [CONFIG-JSON]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,275 @@
+"""A performance log record: its shape, the rules beyond types, and histogram buckets."""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+
+Status = Literal["success", "error", "timeout"]
+STATUSES: tuple[Status, ...] = ("success", "error", "timeout")
+
+# How far ahead of our clock a sender's clock may be before recorded_at is refused.
+CLOCK_SKEW = timedelta(minutes=5)
+
+# Buckets (seconds) for monitoring_operation_duration_seconds: API calls sit in the
+# millisecond range, data syncs and reports take seconds to an hour.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+
+OperationType = Annotated[
+    str, msgspec.Meta(pattern="^[a-z][a-z0-9_]*$", min_length=1, max_length=64)
+]
+
+
+class PerformanceLogIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One operation record as sent by a client (the seed's ``system_performance_logs`` row)."""
+
+    operation_type: OperationType
+    duration_ms: float
+    status: Status
+    operation_name: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    memory_usage_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    cpu_usage_percent: float | None = None
+    error_message: Annotated[str, msgspec.Meta(max_length=16384)] | None = None
+    user_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    # kept as the sender's JSON text: stored as jsonb without a decode/encode round trip
+    # (an object, or null for none; msgspec.Raw cannot sit in a union with None)
+    request_details: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    recorded_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+class Committed(msgspec.Struct, frozen=True):
+    """The answer to a write: how many records were committed."""
+
+    committed: int
+
+
+class PerformanceLog(msgspec.Struct, frozen=True):
+    """A stored record: the table's columns under the same names."""
+
+    id: int
+    operation_type: str
+    operation_name: str | None
+    duration_ms: float
+    memory_usage_bytes: int | None
+    cpu_usage_percent: float | None
+    status: str
+    error_message: str | None
+    user_id: str | None
+    request_details: msgspec.Raw
+    recorded_at: datetime
+    created_at: datetime
+
+
+class OperationSummary(msgspec.Struct, frozen=True):
+    """Latency percentiles and error rate of one operation over the window."""
+
+    operation_type: str
+    operation_name: str | None
+    count: int
+    errors: int
+    timeouts: int
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    avg_ms: float
+    max_ms: float
+
+
+class Summary(msgspec.Struct, frozen=True):
+    """Per-operation summary (error_rate counts errors and timeouts)."""
+
+    since: datetime
+    until: datetime
+    items: list[OperationSummary]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A rule a record breaks: the field (relative to the record) and what is wrong."""
+
+    field: str
+    message: str
+
+
+# An odd number of backslashes before u0000 is an escaped NUL (an even number escapes the
+# backslashes themselves); PostgreSQL refuses NUL in text and jsonb.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_WHITESPACE = b" \t\r\n"
+_WHITESPACE_STARTS = (b" ", b"\t", b"\r", b"\n")
+_NUL = "must not contain NUL characters"
+
+
+def problems(
+    record: PerformanceLogIn,
+    *,
+    now: datetime,
+    retention: timedelta,
+    max_details_bytes: int,
+) -> list[Problem]:
+    """Every rule ``record`` breaks beyond its types (an empty list when it is valid)."""
+    # written for the common case (few optional fields): this runs for every ingested record
+    found: list[Problem] = []
+    if not 0.0 <= record.duration_ms < math.inf:  # also false for NaN
+        found.append(Problem("duration_ms", "must be a finite number >= 0"))
+    cpu = record.cpu_usage_percent
+    if cpu is not None and not 0.0 <= cpu < math.inf:
+        found.append(Problem("cpu_usage_percent", "must be a finite number >= 0"))
+    if record.operation_name is not None and "\x00" in record.operation_name:
+        found.append(Problem("operation_name", _NUL))
+    if record.error_message is not None and "\x00" in record.error_message:
+        found.append(Problem("error_message", _NUL))
+    if record.user_id is not None and "\x00" in record.user_id:
+        found.append(Problem("user_id", _NUL))
+    raw = bytes(record.request_details)
+    if raw[:1] in _WHITESPACE_STARTS:
+        raw = raw.strip(_WHITESPACE)
+    if raw != b"null":
+        if len(raw) > max_details_bytes:
+            found.append(Problem("request_details", f"is larger than {max_details_bytes} bytes"))
+        elif not raw.startswith(b"{"):
+            found.append(Problem("request_details", "must be an object"))
+        elif b"\\u0000" in raw and _JSON_NUL.search(raw):
+            found.append(Problem("request_details", _NUL))
+    at = record.recorded_at
+    if at is not None:
+        if at > now + CLOCK_SKEW:
+            found.append(Problem("recorded_at", "is in the future"))
+        elif at < now - retention:
+            found.append(Problem("recorded_at", "is older than the retention period"))
+    return found
+
+
+def columns_valid(
+    durations: list[float],
+    cpus: list[float | None],
+    texts: tuple[list[str | None], ...],
+    details: list[str | None],
+    recorded: list[datetime | None],
+    *,
+    now: datetime,
+    retention: timedelta,
+    max_details_bytes: int,
+) -> bool:
+    """Whether a whole batch keeps the rules of :func:`problems`, checked column by column.
+
+    The fast path for the ingest: builtins (min, sum, join, max over map) scan each column in
+    C. It may answer False for a valid batch (a literal ``\\u0000`` in details); callers then
+    run :func:`problems` per record, which has the final word and the messages.
+    """
+    if durations and not (min(durations) >= 0.0 and math.isfinite(sum(durations))):
+        return False
+    given_cpus = [c for c in cpus if c is not None]
+    if given_cpus and not (min(given_cpus) >= 0.0 and math.isfinite(sum(given_cpus))):
+        return False
+    for column in texts:
+        if "\x00" in "".join([t for t in column if t is not None]):
+            return False
+    given = [d for d in details if d is not None]
+    if given:
+        if max(map(len, given)) > max_details_bytes:  # characters <= bytes: rechecked below
+            return False
+        if set(map(_first, given)) != {"{"} or "\\u0000" in "".join(given):
+            return False
+        longest = max(map(len, given))
+        # UTF-8 takes at most 4 bytes a character: encode only when that could matter
+        if longest * 4 > max_details_bytes and max(map(len, map(str.encode, given))) > (
+            max_details_bytes
+        ):
+            return False
+    times = [at for at in recorded if at is not None]
+    return not times or (min(times) >= now - retention and max(times) <= now + CLOCK_SKEW)
+
+
+def _first(text: str) -> str:
+    return text[:1]
+
+
+def details_text(record: PerformanceLogIn) -> str | None:
+    """The request details as JSON text for a jsonb column (None when absent)."""
+    raw = bytes(record.request_details)
+    if raw == b"null":
+        return None
+    return raw.decode()
+
+
+def bucket_index(seconds: float) -> int:
+    """The index of the first bucket whose upper bound holds ``seconds`` (len = +Inf)."""
+    return bisect_left(DURATION_BUCKETS, seconds)
+
+
+def as_utc(at: datetime) -> datetime:
+    """A timezone-aware datetime in UTC."""
+    return at.astimezone(UTC)
+
+
+OTHER = "other"
+
+
+class DurationHistogram:
+    """Counts of committed durations per (operation_type, status), with bounded label sets.
+
+    operation_type is free-form text from clients, so once ``max_series`` label sets exist,
+    new operation types are counted under ``operation_type="other"``.
+    """
+
+    def __init__(self, max_series: int) -> None:
+        self.max_series = max_series
+        # per label set: one count per bucket (last one is +Inf, not cumulative), then the sum
+        self.series: dict[tuple[str, str], list[float]] = {}
+        self._width = len(DURATION_BUCKETS) + 1
+
+    def observe_many(
+        self, operation_types: list[str], statuses: list[str], durations_ms: list[float]
+    ) -> None:
+        """Count a batch of committed records."""
+        series = self.series
+        width = self._width
+        for op, status, ms in zip(operation_types, statuses, durations_ms, strict=True):
+            key = (op, status)
+            counts = series.get(key)
+            if counts is None:
+                if len(series) >= self.max_series - len(STATUSES):
+                    key = (OTHER, status)
+                counts = series.get(key)
+                if counts is None:
+                    counts = series[key] = [0.0] * (width + 1)
+            seconds = ms / 1000.0
+            counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+            counts[width] += seconds
+
+    def snapshot(self) -> list[tuple[str, str, list[float], float]]:
+        """(operation_type, status, cumulative bucket counts incl. +Inf, sum) per label set."""
+        out = []
+        for (op, status), counts in sorted(self.series.items()):
+            cumulative, total = [], 0.0
+            for value in counts[: self._width]:
+                total += value
+                cumulative.append(total)
+            out.append((op, status, cumulative, counts[self._width]))
+        return out

@@ -1,0 +1,95 @@
+"""Reading system_performance_logs: filtered pages and per-operation summaries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from exporter.storage.database import Database
+
+SELECT = """
+SELECT id, operation_type, operation_name, duration_ms, memory_usage_bytes, cpu_usage_percent,
+       status, error_message, user_id, request_details, recorded_at, created_at
+FROM {schema}.system_performance_logs
+WHERE {where}
+ORDER BY recorded_at DESC, id DESC
+LIMIT {limit}
+"""
+
+SUMMARY = """
+SELECT operation_type, operation_name, count(*) AS count,
+       count(*) FILTER (WHERE status = 'error') AS errors,
+       count(*) FILTER (WHERE status = 'timeout') AS timeouts,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms,
+       avg(duration_ms) AS avg_ms,
+       max(duration_ms) AS max_ms
+FROM {schema}.system_performance_logs
+WHERE {where}
+GROUP BY operation_type, operation_name
+ORDER BY count(*) DESC, operation_type, operation_name
+LIMIT {limit}
+"""
+
+# Filter fragments by name; values always travel as $n parameters.
+_FILTERS = {
+    "operation_type": "operation_type = ${}",
+    "operation_name": "operation_name = ${}",
+    "status": "status = ${}",
+    "user_id": "user_id = ${}",
+    "min_duration_ms": "duration_ms >= ${}::float8",
+    "since": "recorded_at >= ${}",
+    "until": "recorded_at < ${}",
+}
+
+
+def _where(filters: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    clauses, args = ["true"], []
+    for name, value in filters.items():
+        if value is not None:
+            args.append(value)
+            clauses.append(_FILTERS[name].format(len(args)))
+    return clauses, args
+
+
+async def select_logs(
+    db: Database,
+    filters: dict[str, Any],
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Records matching ``filters``, newest first, after a keyset position."""
+    clauses, args = _where(filters)
+    if after is not None:
+        args += list(after)
+        clauses.append(f"(recorded_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = SELECT.format(schema=f'"{db.schema}"', where=" AND ".join(clauses), limit=f"${len(args)}")
+    async with db.connection() as conn:
+        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+    return rows
+
+
+async def summarise(db: Database, filters: dict[str, Any], limit: int) -> list[asyncpg.Record]:
+    """Count, error rate and duration percentiles per operation over the filtered window."""
+    clauses, args = _where(filters)
+    args.append(limit)
+    sql = SUMMARY.format(
+        schema=f'"{db.schema}"', where=" AND ".join(clauses), limit=f"${len(args)}"
+    )
+    async with db.connection() as conn:
+        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+    return rows
+
+
+async def count_logs(db: Database) -> int:
+    """How many records the table holds (for demo seeding)."""
+    async with db.connection() as conn:
+        n: int = await conn.fetchval(
+            f'SELECT count(*) FROM (SELECT 1 FROM "{db.schema}".system_performance_logs'
+            " LIMIT 1) AS x"
+        )
+    return n

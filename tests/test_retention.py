@@ -1,0 +1,97 @@
+"""Retention: partitions created ahead and dropped when expired, rows deleted, one replica at a time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from exporter.config import parse_config
+from exporter.storage import Database
+from exporter.storage.retention import LOCK_KEY, run_pass
+
+PARTITIONS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'monitoring.system_performance_logs'::regclass ORDER BY 1
+"""
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url, parse_config({}).database)
+    await db.connect_forever()
+    yield db
+    await db.close()
+
+
+def part(day: datetime) -> str:
+    return f"system_performance_logs_p{day:%Y%m%d}"
+
+
+async def test_a_pass_creates_partitions_ahead_and_drops_expired_ones(
+    database: Database, db: asyncpg.Connection
+) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=20)
+    await db.execute(
+        "SELECT monitoring.ensure_performance_log_partitions($1, $2)", old.date(), old.date()
+    )
+    await db.execute(
+        "INSERT INTO monitoring.system_performance_logs (operation_type, duration_ms, status,"
+        " recorded_at) VALUES ('old', 1, 'success', $1), ('new', 1, 'success', $2)",
+        old,
+        now,
+    )
+    config = parse_config({"retention": {"performance_logs": "14d"}}).retention
+    done = await run_pass(database, config, now)
+    assert done.locked and done.partitions_dropped == 1
+    names = [r["relname"] for r in await db.fetch(PARTITIONS)]
+    assert part(old) not in names
+    assert part(now - timedelta(days=14)) in names and part(now + timedelta(days=7)) in names
+    assert [
+        r["operation_type"]
+        for r in await db.fetch("SELECT operation_type FROM monitoring.system_performance_logs")
+    ] == ["new"]
+    again = await run_pass(database, config, now)
+    assert (again.partitions_created, again.partitions_dropped) == (0, 0)
+
+
+async def test_a_pass_deletes_expired_rows_of_the_other_tables(
+    database: Database, db: asyncpg.Connection
+) -> None:
+    now = datetime.now(UTC)
+    await db.execute(
+        "INSERT INTO monitoring.system_health_metrics (service_name, metric_type, value, status,"
+        " recorded_at) VALUES ('a', 'cpu', 1, 'healthy', $1), ('a', 'cpu', 1, 'healthy', $2)",
+        now - timedelta(days=40),
+        now,
+    )
+    await db.execute(
+        "INSERT INTO monitoring.system_alerts (fingerprint, alert_type, severity, status, title,"
+        " source, starts_at, resolved_at) VALUES"
+        " ('f1', 'security', 'low', 'resolved', 't', 'api', $1, $1),"
+        " ('f2', 'security', 'low', 'active', 't', 'api', $1, NULL)",
+        now - timedelta(days=400),
+    )
+    done = await run_pass(database, parse_config({}).retention, now)
+    assert done.rows_deleted == {
+        "system_health_metrics": 1,
+        "data_quality_indicators": 0,
+        "system_alerts": 1,
+    }
+    assert await db.fetchval("SELECT count(*) FROM monitoring.system_health_metrics") == 1
+    assert await db.fetchval("SELECT fingerprint FROM monitoring.system_alerts") == "f2"
+
+
+async def test_only_one_replica_runs_a_pass_at_a_time(
+    database: Database, db: asyncpg.Connection
+) -> None:
+    await db.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    try:
+        done = await run_pass(database, parse_config({}).retention)
+    finally:
+        await db.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    assert not done.locked
+    assert (await run_pass(database, parse_config({}).retention)).locked
