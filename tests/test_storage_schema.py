@@ -155,6 +155,11 @@ async def test_large_statements_notify_a_range_within_the_payload_limit(
         " VALUES ('f', 'performance', 'urgent', 't', 'api', now())",
         "INSERT INTO monitoring.system_performance_logs (operation_type, duration_ms, status)"
         " VALUES ('api_call', -1, 'success')",
+        # PostgreSQL orders NaN above every number, so ">= 0" alone would let it through
+        "INSERT INTO monitoring.system_performance_logs (operation_type, duration_ms, status)"
+        " VALUES ('api_call', 'NaN', 'success')",
+        "INSERT INTO monitoring.system_performance_logs (operation_type, duration_ms, status, cpu_usage_percent)"
+        " VALUES ('api_call', 1, 'success', 'NaN')",
     ],
 )
 async def test_check_constraints_guard_the_data(db: asyncpg.Connection, statement: str) -> None:

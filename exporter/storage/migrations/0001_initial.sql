@@ -184,10 +184,11 @@ CREATE TABLE __SCHEMA__.system_performance_logs (
                                              AND length(operation_type) <= 64),
     operation_name      text CHECK (length(operation_name) <= 500),
     duration_ms         double precision NOT NULL
-                        CHECK (duration_ms >= 0 AND duration_ms <> 'Infinity'),
+                        CHECK (duration_ms >= 0 AND duration_ms NOT IN ('Infinity', 'NaN')),
     memory_usage_bytes  bigint CHECK (memory_usage_bytes >= 0),
     cpu_usage_percent   double precision
-                        CHECK (cpu_usage_percent >= 0 AND cpu_usage_percent <> 'Infinity'),
+                        CHECK (cpu_usage_percent >= 0
+                               AND cpu_usage_percent NOT IN ('Infinity', 'NaN')),
     status              text NOT NULL CHECK (status IN ('success', 'error', 'timeout')),
     error_message       text,
     user_id             text,
