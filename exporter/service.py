@@ -50,6 +50,7 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
     host, port = split_listen_address(listen_address)
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
+    app[LIFECYCLE].serving.set()
     log.info("listening", extra={"address": listen_address})
 
     stop = asyncio.Event()

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from exporter.config import Config, parse_config
 from exporter.storage.migrate import migrate
 from exporter.web.app import create_app
+from exporter.web.keys import LIFECYCLE
 from tests.support.postgres import (
     EmbeddedServer,
     admin_url_from_env,
@@ -116,6 +117,7 @@ async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
         app = create_app(cfg, dsn=dsn or database_url)
         client: TestClient[Any, Any] = TestClient(TestServer(app))
         await client.start_server()
+        app[LIFECYCLE].serving.set()
         clients.append(client)
         if wait_ready:
 

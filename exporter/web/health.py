@@ -64,7 +64,7 @@ from exporter.storage.thresholds import VersionConflict, load_thresholds, save_t
 from exporter.web.api import Route
 from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
-from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
+from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, LIFECYCLE, SELF_METRICS
 from exporter.web.pagination import MAX_LIMIT, Page, decode_cursor, next_cursor
 from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
 
@@ -274,6 +274,8 @@ async def _probes(app: web.Application) -> None:
     services = [s for s in config.services if s.http or s.tcp or s.postgres]
     if not services:
         return
+    # a service may probe this exporter itself (the demo does): start once it listens
+    await app[LIFECYCLE].wait_serving(timeout=5)
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         probers = [Prober(s, session) for s in services]

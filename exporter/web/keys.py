@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -15,9 +17,17 @@ from exporter.web.api import Api
 
 @dataclass
 class Lifecycle:
-    """Whether the service is shutting down (readiness answers 503 from then on)."""
+    """Where the service is in its life: listening yet, or shutting down."""
 
+    #: set by whoever starts the listener (the service, the test server) once it listens
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
+    #: readiness answers 503 from then on
     draining: bool = False
+
+    async def wait_serving(self, timeout: float) -> None:
+        """Wait until the listener is up, or ``timeout`` seconds for embedders that never say."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.serving.wait(), timeout)
 
 
 CONFIG = web.AppKey("config", Config)
