@@ -23,6 +23,9 @@ class SelfMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        # (route, method, status) -> its children: labels() validates and locks on every
+        # call, a dict lookup does not (the keys are as bounded as the labels themselves)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.writes_committed = Counter(
             "monitoring_writes_committed",
             "Rows committed to PostgreSQL, by table.",
@@ -35,3 +38,15 @@ class SelfMetrics:
             ["table", "reason"],
             registry=self.registry,
         )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one answered request."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)

@@ -54,9 +54,9 @@ async def request_metrics_middleware(request: web.Request, handler: Handler) -> 
         status = exc.status
         raise
     finally:
-        self_metrics = request.app[SELF_METRICS]
-        self_metrics.http_requests.labels(route, request.method, str(status)).inc()
-        self_metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+        request.app[SELF_METRICS].observe_request(
+            route, request.method, status, time.perf_counter() - started
+        )
 
 
 class StorageCollector:
