@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -180,9 +180,8 @@ def incident_of(row: dict[str, Any]) -> lifecycle.Incident:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Changed:
-    """An incident a notification opened or resolved."""
+class Changed(NamedTuple):
+    """An incident a notification opened or resolved (a row of the upsert's result)."""
 
     id: int
     fingerprint: str
@@ -204,73 +203,111 @@ async def upsert_alerts(db: Database, records: Sequence[AlertRecord]) -> list[Ch
     """Upsert distinct incidents (one statement, hence one transaction) and write the events."""
     if not records:
         return []
-    columns: list[list[Any]] = [[] for _ in range(12)]
-    for r in records:
-        values = (
-            r.fingerprint, r.starts_at, r.signal, r.alert_type, r.severity, r.title,
-            r.description, r.service_name, r.labels, r.annotations, r.generator_url, r.ends_at,
-        )  # fmt: skip
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    # AlertRecord is a tuple in the statement's parameter order: transpose into the arrays
+    columns = list(zip(*records, strict=True))
     async with db.connection() as conn:
         rows = await conn.fetch(sql(db, UPSERT_WEBHOOK), *columns)
-    return [Changed(**dict(r)) for r in rows]
+    return [Changed(*r) for r in rows]
 
 
-def collapse(batches: Sequence[Sequence[AlertRecord]]) -> tuple[list[AlertRecord], list[int]]:
+def collapse(
+    batches: Sequence[Sequence[AlertRecord]],
+) -> tuple[list[AlertRecord], dict[tuple[str, datetime], int]]:
     """One record per incident (ON CONFLICT cannot touch a row twice in one statement).
 
     Any resolved wins (lifecycle.merge_signals); otherwise the last delivered wins. Also
-    returns, per key position, the index of the first batch that carried the key.
+    returns, per incident key, the index of the first batch that carried it.
     """
     merged: dict[tuple[str, datetime], AlertRecord] = {}
     owner: dict[tuple[str, datetime], int] = {}
     for index, records in enumerate(batches):
         for record in records:
-            previous = merged.get(record.key)
+            key = (record.fingerprint, record.starts_at)
+            previous = merged.get(key)
             if previous is None:
-                owner[record.key] = index
+                owner[key] = index
             elif previous.signal == "resolved" and record.signal == "firing":
                 continue
-            merged[record.key] = record
-    keys = list(merged)
-    return [merged[k] for k in keys], [owner[k] for k in keys]
+            merged[key] = record
+    return list(merged.values()), owner
 
 
 class AlertWriter:
     """Group commit for webhooks: notifications arriving together share one statement.
 
     Each caller still waits for the commit that holds its alerts; a failure that is not an
-    outage is retried per notification so one bad notification cannot fail the others.
+    outage is retried per notification so one bad notification cannot fail the others. Up to
+    ``max_concurrent`` statements run at once, so one batch's commit (a WAL flush) overlaps the
+    next batch's Python work; their ``ORDER BY fingerprint`` keeps row-lock order consistent,
+    and ON CONFLICT settles two statements opening the same incident. A second statement
+    starts only with at least ``overlap_min_alerts`` alerts (or when the first one ends): each
+    statement has a fixed cost, and two small ones cost PostgreSQL more than one larger one.
     """
 
-    def __init__(self, db: Database, *, max_alerts: int = 20_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_alerts: int = 20_000,
+        max_concurrent: int = 2,
+        overlap_min_alerts: int = 100,
+    ) -> None:
         self.db = db
         self.max_alerts = max_alerts
+        self.max_concurrent = max(1, max_concurrent)
+        self.overlap_min_alerts = overlap_min_alerts
         self._pending: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]] = []
-        self._wake = asyncio.Event()
+        self._pending_count = 0  # alerts in _pending
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.on_commit: Callable[[], None] = lambda: None
 
     async def write(self, records: list[AlertRecord]) -> Outcome:
         """Store a notification's alerts; returns once they are committed."""
+        if self._closed:
+            raise StorageUnavailable("the service is shutting down")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((records, future))
-        self._wake.set()
+        self._pending_count += len(records)
+        self._start()
         return await future
 
     async def run(self) -> None:
-        """Flush pending notifications until cancelled; callers left waiting get a 503."""
+        """Keep the writer for the app's lifetime; at shutdown, callers left waiting get a 503.
+
+        Scheduling is event driven (an arrival or a finished statement starts the next one),
+        so this only waits; the statements in flight are its tasks and end with it.
+        """
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._pending:
-                    await self._flush(self._take())
+            await asyncio.Event().wait()
         finally:
+            self._closed = True
+            for task in self._flushing:
+                task.cancel()
+            if self._flushing:
+                await asyncio.wait(self._flushing)
             pending, self._pending = self._pending, []
+            self._pending_count = 0
             for _, future in pending:
                 if not future.done():
                     future.set_exception(StorageUnavailable("the service is shutting down"))
+
+    def _start(self) -> None:
+        """Start statements for what is pending, as far as the slots allow."""
+        while self._pending and not self._closed:
+            if len(self._flushing) >= self.max_concurrent or (
+                self._flushing and self._pending_count < self.overlap_min_alerts
+            ):
+                return  # a finishing statement starts the next: this is the group commit
+            task = asyncio.create_task(self._flush(self._take()), name="alerts-flush")
+            self._flushing.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert writer flush failed", exc_info=task.exception())
+        self._start()
 
     def _take(self) -> list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]:
         taken, size = 0, 0
@@ -279,23 +316,34 @@ class AlertWriter:
                 break
             taken, size = taken + 1, size + len(records)
         batch, self._pending = self._pending[:taken], self._pending[taken:]
+        self._pending_count -= size
         return batch
 
     async def _flush(self, batch: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]) -> None:
-        records, owners = collapse([r for r, _ in batch])
+        try:
+            await self._write(batch)
+        except asyncio.CancelledError:
+            # shutting down mid-statement: whether it committed is unknown, so a 503 (the
+            # upsert is idempotent: Alertmanager's retry stores it at most once)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StorageUnavailable("the service is shutting down"))
+            raise
+
+    async def _write(self, batch: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]) -> None:
+        records, owner_of = collapse([r for r, _ in batch])
         try:
             changed = await upsert_alerts(self.db, records)
         except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, StorageUnavailable):
                 for one in batch:
-                    await self._flush([one])
+                    await self._write([one])
                 return
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         self.on_commit()
-        owner_of = {r.key: o for r, o in zip(records, owners, strict=True)}
         outcomes = [Outcome() for _ in batch]
         for change in changed:
             outcomes[owner_of[(change.fingerprint, change.starts_at)]].changed.append(change)
