@@ -3,10 +3,13 @@
 The server is the real app (``create_app``) in a subprocess (``python -m bench.performance_logs
 serve DSN PORT``) with two bench-only routes added here, never in the product:
 ``POST /bench/noop`` (reads the body, touches no database) and ``POST /bench/insert-each``
-(one INSERT per request, the naive baseline). The load generator is an aiohttp ClientSession
-with keep-alive and concurrent workers in this process; the machine's two cores are shared by
-the server, PostgreSQL and the load generator. Resident memory is the server process's RSS
-(psutil), sampled during the batched benchmark.
+(one INSERT per request, the naive baseline). The machine's two cores are shared by the
+server, PostgreSQL and the load generator, so closed-loop rates are driven by ``wrk`` when it
+is installed (far cheaper per request than any Python client), else by an aiohttp
+ClientSession with keep-alive workers in this process; every ratio compares two figures
+measured with the same generator in the same run. The p99 figure is an open loop of prepared
+requests over raw keep-alive connections, after a discarded round of warm-up. Resident
+memory is the server process's RSS (psutil), sampled during the batched benchmark.
 """
 
 from __future__ import annotations
@@ -17,17 +20,28 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import psutil
 
-from bench.harness import Figure, percentile, scratch_database
+from bench.harness import (
+    WRK,
+    Connection,
+    Figure,
+    http_request,
+    open_loop,
+    percentile,
+    run_wrk,
+    scratch_database,
+)
 
-SECONDS = 1.5  # per measurement round
+SECONDS = 1.5  # per measurement round (wrk counts whole seconds: 2 for batched, 1 for single)
 BATCH = 1000
 SENDERS = 4
 SINGLE_WORKERS = (
@@ -44,6 +58,20 @@ RECORD = {
 ONE = json.dumps(RECORD).encode()
 NDJSON = b"\n".join([ONE] * BATCH)
 URL = "/api/v1/performance-logs"
+LATENCY_CONNECTIONS = 64
+
+# wrk: the same request over and over (performance logs have no deduplication); args: the
+# file holding the body, the path, the content type
+_WRK_SCRIPT = """
+function init(args)
+  local f = assert(io.open(args[1], "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.path = args[2]
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = args[3]
+end
+"""
 
 
 def free_port() -> int:
@@ -93,9 +121,24 @@ def serve(dsn: str, port: int, overrides: dict[str, Any] | None = None) -> None:
 
 
 async def closed_loop(
-    session: aiohttp.ClientSession, url: str, body: bytes, ctype: str, workers: int
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    ctype: str,
+    workers: int,
+    wrk_seconds: int = 1,
 ) -> float:
     """Requests per second with ``workers`` senders each keeping one request in flight."""
+    if WRK is not None:
+        parts = urlsplit(url)
+        with tempfile.NamedTemporaryFile(suffix=".body") as f:
+            f.write(body)
+            f.flush()
+            run = await run_wrk(
+                f"{parts.scheme}://{parts.netloc}", _WRK_SCRIPT, seconds=wrk_seconds,
+                connections=workers, args=(f.name, parts.path, ctype),
+            )  # fmt: skip
+        return run.rate
     done = 0
     deadline = time.perf_counter() + SECONDS
 
@@ -114,27 +157,10 @@ async def closed_loop(
     return done / (time.perf_counter() - started)
 
 
-async def paced_latencies(session: aiohttp.ClientSession, url: str, rate: float) -> list[float]:
+async def paced_latencies(conns: list[Connection], rate: float) -> list[float]:
     """Latencies (s) of single-record posts sent at a fixed ``rate`` (open loop)."""
-    latencies: list[float] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one() -> None:
-        started = time.perf_counter()
-        async with session.post(url, data=ONE, headers={"Content-Type": "application/json"}) as r:
-            await r.read()
-        latencies.append(time.perf_counter() - started)
-
-    start = time.perf_counter()
-    for i in range(int(rate * SECONDS)):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
-    return latencies
+    request = http_request(URL, ONE, "application/json")
+    return await open_loop(conns, [request] * int(rate * SECONDS), rate)
 
 
 async def raw_unnest(dsn: str) -> float:
@@ -200,7 +226,7 @@ async def _measure(rounds: int, dsn: str, base: str, server: psutil.Process) -> 
         sampling = asyncio.create_task(_sample_rss(server, rss))
 
         async def batched() -> float:
-            return BATCH * await closed_loop(session, base + URL, NDJSON, nd, SENDERS)
+            return BATCH * await closed_loop(session, base + URL, NDJSON, nd, SENDERS, 2)
 
         # paired measurements alternate round by round, so both sides of a ratio see the
         # same background load (the machine is shared); each figure is a median
@@ -224,10 +250,17 @@ async def _measure(rounds: int, dsn: str, base: str, server: psutil.Process) -> 
         single_rate = statistics.median(t[0] for t in trios)
         noop_rate = statistics.median(t[1] for t in trios)
         each_rate = statistics.median(t[2] for t in trios)
-        p99s = []
-        for _ in range(rounds):
-            latencies = await paced_latencies(session, base + URL, single_rate / 2)
-            p99s.append(percentile(latencies, 99) * 1000)
+        port = int(base.rsplit(":", 1)[1])
+        conns = [await Connection.open(port) for _ in range(LATENCY_CONNECTIONS)]
+        try:
+            await paced_latencies(conns, single_rate / 2)  # warm up, discarded
+            p99s = []
+            for _ in range(rounds):
+                latencies = await paced_latencies(conns, single_rate / 2)
+                p99s.append(percentile(latencies, 99) * 1000)
+        finally:
+            for conn in conns:
+                conn.close()
         p99 = statistics.median(p99s)
     peak_mb = max(rss, default=0) / 2**20
     return [
