@@ -19,11 +19,14 @@ TOKENS = {
         "tokens": [
             {"name": "alertmanager", "token": "w-token", "scopes": ["write"]},
             {"name": "grafana", "token": "r-token", "scopes": ["read"]},
+            {"name": "oncall", "token": "a-token", "scopes": ["ack", "read"]},
         ]
     },
     "alerts": {"counts_refresh_interval": "10ms"},
 }
 WRITE = {"Authorization": "Bearer w-token"}
+READ = {"Authorization": "Bearer r-token"}
+ACK = {"Authorization": "Bearer a-token"}
 T0 = "2024-05-01T12:00:00.123456789Z"
 
 
@@ -289,6 +292,37 @@ async def test_monitoring_alerts_metric_has_every_pair_and_follows_changes(
     text = await (await client.get("/metrics")).text()
     assert text.count("monitoring_alerts{") == 12
     assert 'monitoring_alertmanager_alerts_received_total{status="firing"} 2.0' in text
+
+
+async def test_monitoring_alerts_follows_acknowledge_and_resolve(make_client: MakeClient) -> None:
+    client = await make_client(
+        {**TOKENS, "alerts": {"counts_refresh_interval": "10ms", "counts_full_interval": "1s"}}
+    )
+
+    async def counts() -> dict[str, float]:
+        text = await (await client.get("/metrics")).text()
+        return {
+            line.split('status="')[1].split('"')[0]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith('monitoring_alerts{severity="critical"')
+        }
+
+    await post(client, notification(am_alert("c1"), am_alert("c2")))
+    rows = await (await client.get("/api/v1/alerts", headers=READ)).json()
+    first = rows["items"][0]["id"]
+    ack = await client.post(f"/api/v1/alerts/{first}/acknowledge", json={"by": "ann"}, headers=ACK)
+    assert ack.status == 200
+
+    async def acknowledged() -> bool:
+        return await counts() == {"active": 1.0, "acknowledged": 1.0, "resolved": 0.0}
+
+    await eventually(acknowledged)
+    await post(client, notification(am_alert("c1", "resolved"), am_alert("c2", "resolved")))
+
+    async def resolved() -> bool:
+        return await counts() == {"active": 0.0, "acknowledged": 0.0, "resolved": 2.0}
+
+    await eventually(resolved)
 
 
 async def test_database_stopped_mid_stream_is_503_then_everything_is_stored(

@@ -241,10 +241,10 @@ def test_uptime_window() -> None:
 
 def test_overview_verdict() -> None:
     none = {"low": 0, "medium": 0, "high": 0, "critical": 0}
-    assert verdict([], none, 0, 0) == "healthy"
-    assert verdict(["healthy", "warning"], none, 0, 0) == "warning"
-    assert verdict(["healthy"], {**none, "low": 3, "medium": 2}, 0, 0) == "healthy"
-    assert verdict(["healthy"], {**none, "high": 1}, 0, 0) == "warning"
-    assert verdict(["warning"], {**none, "critical": 1}, 0, 0) == "critical"
-    assert verdict(["healthy"], none, 0, 2) == "warning"
-    assert verdict(["warning"], none, 1, 0) == "critical"
+    assert verdict([], none, "unknown") == "healthy"
+    assert verdict(["healthy", "warning"], none, "healthy") == "warning"
+    assert verdict(["healthy"], {**none, "low": 3, "medium": 2}, "healthy") == "healthy"
+    assert verdict(["healthy"], {**none, "high": 1}, "healthy") == "warning"
+    assert verdict(["warning"], {**none, "critical": 1}, "healthy") == "critical"
+    assert verdict(["healthy"], none, "warning") == "warning"
+    assert verdict(["warning"], none, "critical") == "critical"

@@ -352,10 +352,10 @@ async def test_overview_combines_services_alerts_and_quality(
     )
     await db.execute(
         "INSERT INTO monitoring.data_quality_indicators (source, dataset, dimension, score,"
-        " status, measured_at) VALUES"
-        " ('shop', 'orders', 'completeness', 10, 'critical', now() - interval '1 hour'),"
-        " ('shop', 'orders', 'completeness', 90, 'healthy', now()),"
-        " ('shop', 'orders', 'accuracy', 70, 'healthy', now())"
+        " status, warning_level, critical_level, measured_at) VALUES"
+        " ('shop', 'orders', 'completeness', 10, 'critical', 50, 20, now() - interval '1 hour'),"
+        " ('shop', 'orders', 'completeness', 90, 'healthy', 50, 20, now()),"
+        " ('shop', 'orders', 'accuracy', 70, 'healthy', 50, 20, now())"
     )
     body = {
         "service": "api",
@@ -370,7 +370,8 @@ async def test_overview_combines_services_alerts_and_quality(
         {"service": "api", "status": "warning", "metrics": {"latency": "warning"}}
     ]
     assert overview["alerts"] == {"low": 0, "medium": 0, "high": 2, "critical": 0}
-    assert overview["data_quality"] == {"average_score": 80.0, "measured": 2}
+    # only the latest measurement of each member counts: the old critical one is superseded
+    assert overview["data_quality"] == {"average_score": 80.0, "status": "healthy", "sources": 1}
     assert "monitoring_overall_status 1.0" in await metrics_text(client)
 
 

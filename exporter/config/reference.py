@@ -54,7 +54,7 @@ def _default(field: msgspec.structs.FieldInfo) -> str:
 
 
 def _field_docs(tp: type) -> dict[str, str]:
-    """``#: text`` comments right above a field's line in the class source."""
+    """The comment lines (``#`` or ``#:``) right above a field's line in the class source."""
     try:
         lines = inspect.getsource(tp).splitlines()
     except (OSError, TypeError):
@@ -63,8 +63,8 @@ def _field_docs(tp: type) -> dict[str, str]:
     pending: list[str] = []
     for line in lines:
         stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#:").strip())
             continue
         name = stripped.split(":", 1)[0].strip()
         if pending and name.isidentifier():

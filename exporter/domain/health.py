@@ -49,22 +49,20 @@ def worst(statuses: list[Status] | tuple[Status, ...]) -> Status:
     return best
 
 
-def verdict(
-    services: list[Status], alerts: dict[str, int], quality_critical: int, quality_warning: int
-) -> Status:
-    """The overview's verdict: the worst service, raised by active alerts and quality statuses.
+def verdict(services: list[Status], alerts: dict[str, int], quality: str) -> Status:
+    """The overview's verdict: the worst service, raised by active alerts and data quality.
 
-    An active critical alert makes it critical, an active high one at least warning; so do the
-    latest quality statuses.
+    An active critical alert makes it critical, an active high one at least warning; the
+    data-quality overview's status (``unknown`` when nothing is measured) counts as it is.
     """
     found = list(services)
     if alerts.get("critical"):
         found.append("critical")
     elif alerts.get("high"):
         found.append("warning")
-    if quality_critical:
+    if quality == "critical":
         found.append("critical")
-    elif quality_warning:
+    elif quality == "warning":
         found.append("warning")
     return worst(found)
 

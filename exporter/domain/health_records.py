@@ -77,10 +77,11 @@ class ServiceStatus(msgspec.Struct, frozen=True):
 
 
 class QualitySummary(msgspec.Struct, frozen=True):
-    """The average of the latest data-quality scores (0-100) over source x dataset x dimension."""
+    """The data-quality overview in brief: the cross-source average (0-100) and its status."""
 
     average_score: float | None
-    measured: int
+    status: str
+    sources: int
 
 
 class Overview(msgspec.Struct, frozen=True):

@@ -142,6 +142,11 @@ WITH gone AS (
 SELECT id, silence_id FROM gone
 """
 COUNTS = "SELECT status, severity, count(*) AS n FROM __SCHEMA__.system_alerts GROUP BY 1, 2"
+# served by the partial index system_alerts_open_idx (status, severity) WHERE status <> 'resolved'
+COUNTS_OPEN = (
+    "SELECT status, severity, count(*) AS n FROM __SCHEMA__.system_alerts"
+    " WHERE status <> 'resolved' GROUP BY 1, 2"
+)
 
 # GET /api/v1/alerts: fixed fragments chosen by which filters are present; values are $n.
 _FILTERS = {
@@ -456,10 +461,12 @@ async def list_alerts(
     return [_row(r) for r in rows]
 
 
-async def count_alerts(db: Database) -> dict[tuple[str, str], int]:
-    """Incidents by (status, severity)."""
+async def count_alerts(
+    db: Database, *, include_resolved: bool = True
+) -> dict[tuple[str, str], int]:
+    """Incidents by (status, severity); only the open states unless ``include_resolved``."""
     async with db.connection() as conn:
-        rows = await conn.fetch(sql(db, COUNTS))
+        rows = await conn.fetch(sql(db, COUNTS if include_resolved else COUNTS_OPEN))
     return {(r["status"], r["severity"]): r["n"] for r in rows}
 
 

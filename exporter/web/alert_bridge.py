@@ -91,8 +91,15 @@ async def silence_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def refresh_counts(app: web.Application) -> None:
-    """Keep ``monitoring_alerts`` counts fresh: on every change, and every minute regardless."""
+    """Keep ``monitoring_alerts`` fresh: open states on every change, all states periodically.
+
+    Open incidents are few and counted from a partial index; resolved ones pile up until
+    retention, so counting them is a scan that runs every ``counts_full_interval`` rather than
+    on every change.
+    """
     bridge, db = app[BRIDGE], app[DATABASE]
+    loop = asyncio.get_running_loop()
+    full_interval = app[CONFIG].alerts.counts_full_interval.seconds
 
     def on_notify(channel: str, _payload: str) -> None:
         if channel == "system_alerts":
@@ -101,15 +108,26 @@ async def refresh_counts(app: web.Application) -> None:
     unsubscribe = app[LISTENER].subscribe(on_notify)
     try:
         await db.wait_ready()
+        full_at = 0.0
         while True:
             bridge.dirty.clear()
+            full = loop.time() >= full_at
             try:
-                bridge.counts = await storage.count_alerts(db)
+                counts = await storage.count_alerts(db, include_resolved=full)
             except StorageUnavailable:
                 bridge.dirty.set()
-            # a slow safety refresh covers notifications lost while the listener reconnected
+            else:
+                if full:
+                    full_at = loop.time() + full_interval
+                else:  # keep the last resolved counts
+                    resolved = {
+                        k: n for k, n in (bridge.counts or {}).items() if k[0] == "resolved"
+                    }
+                    counts |= resolved
+                bridge.counts = counts
+            # a safety refresh covers notifications lost while the listener reconnected
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bridge.dirty.wait(), timeout=60)
+                await asyncio.wait_for(bridge.dirty.wait(), timeout=full_interval)
             await asyncio.sleep(app[CONFIG].alerts.counts_refresh_interval.seconds)
     finally:
         unsubscribe()

@@ -67,6 +67,7 @@ from exporter.web.errors import ApiError, Detail
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, LIFECYCLE, SELF_METRICS
 from exporter.web.pagination import MAX_LIMIT, Page, decode_cursor, next_cursor
 from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
+from exporter.web.quality_checks import overview_of
 
 log = logging.getLogger(__name__)
 TAGS = ("health",)
@@ -246,6 +247,7 @@ async def build_overview(app: web.Application) -> Overview:
     """Combine the in-memory service statuses with the alert and quality tables."""
     health = app[HEALTH]
     figures = await read_overview(app[DATABASE])
+    quality = (await overview_of(app)).overall
     by_service: dict[str, dict[str, Status]] = {}
     for (service, metric_type), series in health.store.items():
         by_service.setdefault(service, {})[metric_type] = series.status
@@ -253,17 +255,12 @@ async def build_overview(app: web.Application) -> Overview:
     services = [
         ServiceStatus(name, statuses[name], metrics) for name, metrics in sorted(by_service.items())
     ]
-    status = health.overall = verdict(
-        list(statuses.values()),
-        figures.alerts,
-        figures.quality_critical,
-        figures.quality_warning,
-    )
+    status = health.overall = verdict(list(statuses.values()), figures.alerts, quality.status)
     return Overview(
         status,
         services,
         figures.alerts,
-        QualitySummary(figures.quality_average, figures.quality_series),
+        QualitySummary(quality.score, quality.status, quality.sources),
         datetime.now(UTC),
     )
 

@@ -29,6 +29,7 @@ from exporter.web.payload import decode_json, json_response, media_type, parse_q
 from exporter.web.quality_checks import (
     QUALITY,
     QualityState,
+    overview_of,
     pools_ctx,
     remember,
     run_checks,
@@ -229,31 +230,7 @@ async def list_indicators(request: web.Request) -> web.Response:
 async def quality_overview(request: web.Request) -> web.Response:
     """Latest score per source x dimension, per source, and the cross-source average."""
     query = parse_query(request, OverviewQuery)
-    db = request.app[DATABASE]
-    weights = request.app[QUALITY].weights
-    async with db.connection() as conn:
-        rows = await storage.latest(conn, db.schema, query.since)
-    latest = [
-        q.Latest(
-            source=r["source"],
-            dataset=r["dataset"],
-            dimension=r["dimension"],
-            check_name=r["check_name"],
-            score=r["score"],
-            levels=q.Levels(
-                _or(r["warning_level"], DEFAULT_LEVELS.warning),
-                _or(r["critical_level"], DEFAULT_LEVELS.critical),
-            ),
-            measured_at=r["measured_at"],
-            weight=weights.get(r["check_name"] or "", 1.0),
-        )
-        for r in rows
-    ]
-    return json_response(q.overview(latest))
-
-
-def _or(value: float | None, default: float) -> float:
-    return default if value is None else value
+    return json_response(await overview_of(request.app, query.since))
 
 
 def setup(app: web.Application) -> None:

@@ -42,10 +42,7 @@ QUALITY = web.AppKey("quality", QualityState)
 
 def remember(state: QualityState, row: Any, weight: float, *, pushed: bool) -> None:
     """Put a stored or fresh measurement on the scoreboard."""
-    levels = q.Levels(
-        row["warning_level"] if row["warning_level"] is not None else DEFAULT_LEVELS.warning,
-        row["critical_level"] if row["critical_level"] is not None else DEFAULT_LEVELS.critical,
-    )
+    levels = _levels(row)
     state.scoreboard.record(
         (row["source"], row["dataset"], row["dimension"]),
         row["check_name"] or "",
@@ -162,3 +159,31 @@ async def pools_ctx(app: web.Application) -> AsyncIterator[None]:
     """Close the source pools when the app stops."""
     yield
     await app[QUALITY].pools.close()
+
+
+async def overview_of(app: web.Application, since: datetime | None = None) -> q.Overview:
+    """The quality overview from the latest stored measurement of every member."""
+    db, weights = app[DATABASE], app[QUALITY].weights
+    async with db.connection() as conn:
+        rows = await storage.latest(conn, db.schema, since)
+    return q.overview(
+        q.Latest(
+            source=r["source"],
+            dataset=r["dataset"],
+            dimension=r["dimension"],
+            check_name=r["check_name"],
+            score=r["score"],
+            levels=_levels(r),
+            measured_at=r["measured_at"],
+            weight=weights.get(r["check_name"] or "", 1.0),
+        )
+        for r in rows
+    )
+
+
+def _levels(row: Any) -> q.Levels:
+    warning, critical = row["warning_level"], row["critical_level"]
+    return q.Levels(
+        DEFAULT_LEVELS.warning if warning is None else warning,
+        DEFAULT_LEVELS.critical if critical is None else critical,
+    )

@@ -145,8 +145,9 @@ CREATE INDEX system_alerts_type_idx
     ON __SCHEMA__.system_alerts (alert_type, starts_at DESC, id DESC);
 CREATE INDEX system_alerts_service_idx
     ON __SCHEMA__.system_alerts (service_name, starts_at DESC, id DESC);
+-- open incidents are few; counting them (monitoring_alerts, the overview) reads only this
 CREATE INDEX system_alerts_open_idx
-    ON __SCHEMA__.system_alerts (fingerprint) WHERE status <> 'resolved';
+    ON __SCHEMA__.system_alerts (status, severity) WHERE status <> 'resolved';
 
 -- ---------------------------------------------------------------- system_alert_events
 CREATE TABLE __SCHEMA__.system_alert_events (
@@ -161,7 +162,6 @@ CREATE TABLE __SCHEMA__.system_alert_events (
 );
 CREATE INDEX system_alert_events_alert_idx
     ON __SCHEMA__.system_alert_events (alert_id, at, id);
-CREATE INDEX system_alert_events_time_idx ON __SCHEMA__.system_alert_events (id);
 
 -- ---------------------------------------------------------------- monitoring_dashboard_config
 CREATE TABLE __SCHEMA__.monitoring_dashboard_config (
