@@ -192,6 +192,7 @@ def _serve(dsn: str, port: int) -> None:
 
     from exporter.config import parse_config
     from exporter.inputs import alertmanager as webhook
+    from exporter.service import new_event_loop
     from exporter.web.app import create_app
     from exporter.web.keys import DATABASE
 
@@ -214,7 +215,10 @@ def _serve(dsn: str, port: int) -> None:
         return web.json_response({"alerts": len(notification.alerts)})
 
     app.router.add_post("/bench/alertmanager-baseline", baseline)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    # the event loop the service itself runs on
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=new_event_loop()
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["SERVE"]:

@@ -89,6 +89,7 @@ def serve(dsn: str, port: int, overrides: dict[str, Any] | None = None) -> None:
     from aiohttp import web
 
     from exporter.config import parse_config
+    from exporter.service import new_event_loop
     from exporter.web.app import create_app
     from exporter.web.keys import DATABASE
 
@@ -117,7 +118,10 @@ def serve(dsn: str, port: int, overrides: dict[str, Any] | None = None) -> None:
 
     app.router.add_post("/bench/noop", noop)
     app.router.add_post("/bench/insert-each", insert_each)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # the event loop the service itself runs on
+    web.run_app(
+        app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop()
+    )
 
 
 async def closed_loop(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.demo import demo_config
 from exporter.log import setup_logging
-from exporter.service import serve, with_database
+from exporter.service import run_main, serve, with_database
 from exporter.storage.embedded import default_data_dir
 from exporter.storage.migrate import migrate_url
 
@@ -112,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return with_database(
             dsn,
             data_dir,
-            lambda url: asyncio.run(migrate_url(url, schema, connect_timeout=timeout)),
+            lambda url: run_main(migrate_url(url, schema, connect_timeout=timeout)),
         )
 
     listen = (
@@ -123,6 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run(url: str) -> int:
         cfg = demo_config(config, url, listen) if args.demo else config
-        return asyncio.run(serve(cfg, url, listen))
+        return run_main(serve(cfg, url, listen))
 
     return with_database(dsn, data_dir, run)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -16,6 +17,22 @@ from exporter.web.app import create_app
 from exporter.web.keys import LIFECYCLE
 
 log = logging.getLogger(__name__)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (it serves aiohttp and asyncpg faster)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def run_main(main: Coroutine[Any, Any, int]) -> int:
+    """Run the service's top coroutine on the fastest available event loop."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
 
 
 def split_listen_address(address: str) -> tuple[str | None, int]:
@@ -51,7 +68,13 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     app[LIFECYCLE].serving.set()
-    log.info("listening", extra={"address": listen_address})
+    log.info(
+        "listening",
+        extra={
+            "address": listen_address,
+            "event_loop": type(asyncio.get_running_loop()).__module__,
+        },
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

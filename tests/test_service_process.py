@@ -56,6 +56,7 @@ async def test_serve_against_a_given_url_and_sigterm_exits_zero(
         assert code == 0
         assert seconds < 20
         assert "embedded" not in service.log()
+        assert '"event_loop":"uvloop' in service.log()
     finally:
         service.close()
 
