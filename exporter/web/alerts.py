@@ -34,7 +34,7 @@ from exporter.web.auth import PRINCIPAL
 from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
-from exporter.web.pagination import Page, decode_cursor, next_cursor
+from exporter.web.pagination import Page, after_cursor, next_cursor
 from exporter.web.payload import (
     decode_json,
     json_response,
@@ -244,10 +244,7 @@ def _seconds(value: str | float | None) -> float | None:
 async def list_alerts(request: web.Request) -> web.Response:
     """``GET /api/v1/alerts``: newest first, filtered, one page."""
     query = parse_query(request, AlertQuery)
-    after = None
-    if query.cursor:
-        position = decode_cursor(query.cursor)
-        after = (position.at, position.id)
+    after = after_cursor(query.cursor)
     filters: dict[str, Any] = {
         "status": _as_list(query.status),
         "severity": _as_list(query.severity),

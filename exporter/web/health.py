@@ -65,7 +65,7 @@ from exporter.web.api import Route
 from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, LIFECYCLE, SELF_METRICS
-from exporter.web.pagination import MAX_LIMIT, Page, decode_cursor, next_cursor
+from exporter.web.pagination import MAX_LIMIT, Page, after_cursor, next_cursor
 from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
 from exporter.web.quality_checks import overview_of
 
@@ -155,10 +155,7 @@ async def post_metrics(request: web.Request) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     """A page of stored samples, newest first."""
     query = parse_query(request, HealthMetricQuery)
-    after = None
-    if query.cursor is not None:
-        position = decode_cursor(query.cursor)
-        after = (position.at, position.id)
+    after = after_cursor(query.cursor)
     filters = {
         "service": query.service,
         "metric_type": query.metric_type,

@@ -48,6 +48,14 @@ def decode_cursor(cursor: str) -> Position:
         ) from None
 
 
+def after_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+    """The (time, id) a list continues after, or None for the first page."""
+    if not cursor:
+        return None
+    position = decode_cursor(cursor)
+    return position.at, position.id
+
+
 def next_cursor(rows: list[Any], limit: int, time_key: str) -> str | None:
     """The cursor after the last row when the page is full (fetch ``limit`` rows)."""
     if len(rows) < limit or not rows:

@@ -34,7 +34,7 @@ from exporter.web.api import Route
 from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail, Handler
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
-from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_cursor
+from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, after_cursor, next_cursor
 from exporter.web.payload import json_response, located, media_type, parse_query, read_body
 
 log = logging.getLogger(__name__)
@@ -275,10 +275,7 @@ def _log(row: Mapping[str, Any]) -> PerformanceLog:
 async def get_logs(request: web.Request) -> web.Response:
     """Records matching the filters, newest first, with a cursor for the next page."""
     q = parse_query(request, LogQuery)
-    after = None
-    if q.cursor is not None:
-        position = decode_cursor(q.cursor)
-        after = (position.at, position.id)
+    after = after_cursor(q.cursor)
     filters = {
         "operation_type": q.operation_type,
         "operation_name": q.operation_name,

@@ -24,7 +24,7 @@ from exporter.web.api import Route
 from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
-from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_cursor
+from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, after_cursor, next_cursor
 from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
 from exporter.web.quality_checks import (
     QUALITY,
@@ -206,10 +206,7 @@ async def post_indicators(request: web.Request) -> web.Response:
 async def list_indicators(request: web.Request) -> web.Response:
     """Stored measurements, newest first, filtered and paginated."""
     query = parse_query(request, IndicatorQuery)
-    after = None
-    if query.cursor is not None:
-        position = decode_cursor(query.cursor)
-        after = (position.at, position.id)
+    after = after_cursor(query.cursor)
     db = request.app[DATABASE]
     async with db.connection() as conn:
         rows = await storage.page(
