@@ -181,3 +181,46 @@ async def test_the_stream_needs_the_read_scope(make_client: MakeClient) -> None:
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await client.ws_connect("/api/v1/stream", headers={"Authorization": "Bearer w"})
     assert info.value.status == 403
+
+
+async def test_webhook_acknowledge_and_resolve_reach_the_stream(make_client: MakeClient) -> None:
+    client = await make_client(OPEN)
+    ws = await subscribe(client, {"channels": ["system_alerts"]})
+    await wait_subscribed(client)
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "DiskFull", "severity": "critical", "service": "db"},
+        "annotations": {"summary": "Disk full"},
+        "startsAt": "2026-11-27T10:00:00Z",
+        "fingerprint": "feed",
+    }
+    body = {"version": "4", "status": "firing", "receiver": "x", "alerts": [alert]}
+    assert (await client.post("/api/v1/alertmanager", json=body)).status == 200
+    opened = await next_event(ws)
+    assert (opened["op"], opened["data"]["event"]["to_status"]) == ("insert", "active")
+    alert_id = opened["data"]["id"]
+    ack = await client.post(f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "ann"})
+    assert ack.status == 200
+    acked = await next_event(ws)
+    assert (acked["op"], acked["data"]["event"]["actor"]) == ("update", "ann")
+    resolved_body = {**body, "status": "resolved", "alerts": [{**alert, "status": "resolved"}]}
+    assert (await client.post("/api/v1/alertmanager", json=resolved_body)).status == 200
+    resolved = await next_event(ws)
+    assert resolved["data"]["event"]["to_status"] == "resolved"
+    assert resolved["data"]["resolved_by"] == "alertmanager"
+    assert int(opened["cursor"]) < int(acked["cursor"]) < int(resolved["cursor"])
+    await ws.close()
+
+
+async def test_pushed_health_metrics_reach_the_stream(make_client: MakeClient) -> None:
+    client = await make_client({**OPEN, "host": {"enabled": False}})
+    ws = await subscribe(client, {"channels": ["health_metrics"], "filter": {"service": "api"}})
+    await wait_subscribed(client)
+    push = {"service": "api", "metric_type": "response_time", "value": 250, "unit": "ms"}
+    resp = await client.post("/api/v1/health-metrics", json=push)
+    assert resp.status == 201
+    event = await next_event(ws)
+    assert event["cursor"] == str((await resp.json())["id"])
+    assert event["data"]["value"] == 0.25
+    assert event["data"]["unit"] == "s"
+    await ws.close()
