@@ -117,7 +117,10 @@ def create_app(config: Config, *, dsn: str) -> web.Application:
     exposition.add("exporter", self_metrics.registry)
     exposition.add("storage", StorageCollector(app))
 
+    # lifetimes end in reverse: the connector stops before the pool closes, and every
+    # feature's writer (added later) flushes before either
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(background("database-connect", lambda a: a[DATABASE].connect_forever()))
     app.cleanup_ctx.append(background("listener", lambda a: a[LISTENER].run()))
     auth.setup(app, config)
     probes.setup(app)
@@ -129,8 +132,7 @@ def create_app(config: Config, *, dsn: str) -> web.Application:
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Connect (and migrate) in the background so a missing database never stops start-up."""
-    db = app[DATABASE]
-    async for _ in background("database-connect", lambda a: db.connect_forever())(app):
-        yield
-    await db.close()
+    """Close the pool last; it is opened (with migrations) by the database-connect task, so a
+    missing database never stops start-up."""
+    yield
+    await app[DATABASE].close()
