@@ -130,6 +130,10 @@ class _Job:
     future: asyncio.Future[list[Any]] | None
 
 
+# probe and host jobs waiting for a database that has not been reached yet, at most
+MAX_QUEUED_JOBS = 10_000
+
+
 class SampleWriter:
     """Stores every sample, grouping concurrent ones into one statement and one commit.
 
@@ -166,10 +170,14 @@ class SampleWriter:
         return await future
 
     def record(self, samples: list[Sample]) -> list[Evaluated]:
-        """Apply probe or host samples now and queue them for storage."""
+        """Apply probe or host samples now and queue them for storage (best effort)."""
         evaluated = self.store.evaluate(samples, self.clock())
         self.store.apply(evaluated)
-        self._queue.put_nowait(_Job([to_row(e) for e in evaluated], None, None))
+        if self._queue.qsize() >= MAX_QUEUED_JOBS:
+            # the database has not been reached for a long time: keep memory bounded
+            self._reject(len(evaluated), "queue_full")
+        else:
+            self._queue.put_nowait(_Job([to_row(e) for e in evaluated], None, None))
         return evaluated
 
     async def run(self) -> None:
