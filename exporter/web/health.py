@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import aiohttp
 import msgspec
@@ -129,7 +129,7 @@ async def post_metrics(request: web.Request) -> web.Response:
     rejected = app[SELF_METRICS].writes_rejected
     raw = await read_body(request, app[CONFIG].web.max_body_bytes)
     try:
-        body = decode_json(raw, cast(Any, PushBody), decoder=_push_decoder)
+        body = decode_json(raw, _push_decoder)
     except ApiError:
         rejected.labels("system_health_metrics", "invalid").inc()
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 from aiohttp import web
@@ -92,11 +92,16 @@ def located(exc: msgspec.ValidationError | msgspec.DecodeError, prefix: str = ""
     return Detail(path or "(body)", text)
 
 
-def decode_json(body: bytes, tp: type[T], *, decoder: msgspec.json.Decoder[T] | None = None) -> T:
-    """Decode and validate a JSON body into ``tp``; 400 with the field's path when invalid."""
+@overload
+def decode_json(body: bytes, tp: type[T]) -> T: ...
+@overload
+def decode_json(body: bytes, tp: msgspec.json.Decoder[T]) -> T: ...
+def decode_json(body: bytes, tp: Any) -> Any:
+    """Decode and validate a JSON body into a type (or with a prepared decoder, e.g. for a
+    union such as "one object or an array"); 400 with the field's path when invalid."""
     try:
-        if decoder is not None:
-            return decoder.decode(body)
+        if isinstance(tp, msgspec.json.Decoder):
+            return tp.decode(body)
         return msgspec.json.decode(body, type=tp)
     except msgspec.ValidationError as exc:
         raise ApiError(400, "invalid_body", "the body is not valid", [located(exc)]) from None

@@ -35,7 +35,14 @@ from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail, Handler
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
 from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, after_cursor, next_cursor
-from exporter.web.payload import json_response, located, media_type, parse_query, read_body
+from exporter.web.payload import (
+    decode_json,
+    json_response,
+    located,
+    media_type,
+    parse_query,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +103,8 @@ class SummaryQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     limit: Limit = DEFAULT_LIMIT
 
 
-_one_or_many = msgspec.json.Decoder(PerformanceLogIn | list[PerformanceLogIn])
+LogBody = PerformanceLogIn | list[PerformanceLogIn]
+_one_or_many: msgspec.json.Decoder[LogBody] = msgspec.json.Decoder(LogBody)
 _one = msgspec.json.Decoder(PerformanceLogIn)
 _many = msgspec.json.Decoder(list[PerformanceLogIn])
 
@@ -138,14 +146,7 @@ def parse_ndjson(body: bytes, max_records: int) -> tuple[list[PerformanceLogIn],
 
 def parse_json(body: bytes, max_records: int) -> tuple[list[PerformanceLogIn], bool]:
     """The records of a JSON body (one object or an array) and whether it was an array."""
-    try:
-        decoded = _one_or_many.decode(body)
-    except msgspec.ValidationError as exc:
-        raise ApiError(400, "invalid_body", "the body is not valid", [located(exc)]) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(
-            400, "malformed_json", "the body is not well-formed JSON", [Detail("(body)", str(exc))]
-        ) from None
+    decoded = decode_json(body, _one_or_many)
     if isinstance(decoded, PerformanceLogIn):
         return [decoded], False
     if len(decoded) > max_records:

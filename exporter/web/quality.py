@@ -168,7 +168,7 @@ async def post_indicators(request: web.Request) -> web.Response:
     media_type(request, ("application/json",))
     body = await read_body(request, app[CONFIG].web.max_body_bytes)
     try:
-        parsed = decode_json(body, IndicatorBody, decoder=_decoder)  # type: ignore[arg-type]
+        parsed = decode_json(body, _decoder)
         items = parsed if isinstance(parsed, list) else [parsed]
         prefix = [f"[{i}]." for i in range(len(items))] if isinstance(parsed, list) else [""]
         problems = [d for item, p in zip(items, prefix, strict=True) for d in _validate(item, p)]
