@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MakeClient, eventually
+from tests.support.metrics import Samples, samples_by_name
 from tests.support.postgres import create_database, drop_database
 
 SHOP = """
@@ -118,14 +118,8 @@ def config(shop: str, warehouse: str) -> dict[str, Any]:
 FAILING = {"broken_sql", "source_down", "too_slow", "statement_timeout"}
 
 
-async def metrics(client: TestClient[Any, Any]) -> dict[str, dict[tuple[str, ...], float]]:
-    text = await (await client.get("/metrics")).text()
-    out: dict[str, dict[tuple[str, ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            key = tuple(v for _, v in sorted(s.labels.items()))
-            out.setdefault(s.name, {})[key] = s.value
-    return out
+async def metrics(client: TestClient[Any, Any]) -> Samples:
+    return samples_by_name(await (await client.get("/metrics")).text())
 
 
 async def test_checks_score_known_defects_and_fail_alone(

@@ -6,11 +6,11 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo.quality import DEMO_CHECKS, with_demo_checks
 from exporter.storage.quality_demo import seed
 from tests.conftest import MakeClient, eventually, make_config
+from tests.support.metrics import Samples, samples_by_name
 
 
 async def test_demo_checks_find_the_planted_defects(
@@ -19,14 +19,8 @@ async def test_demo_checks_find_the_planted_defects(
     base = msgspec.structs.replace(make_config({"auth": {"disabled": True}}), demo=True)
     client = await make_client(with_demo_checks(base, database_url))
 
-    async def metrics() -> dict[str, dict[tuple[str, ...], float]]:
-        text = await (await client.get("/metrics")).text()
-        out: dict[str, dict[tuple[str, ...], float]] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                key = tuple(v for _, v in sorted(s.labels.items()))
-                out.setdefault(s.name, {})[key] = s.value
-        return out
+    async def metrics() -> Samples:
+        return samples_by_name(await (await client.get("/metrics")).text())
 
     async def all_ran() -> bool:
         return len((await metrics()).get("monitoring_quality_check_success", {})) == len(
