@@ -48,7 +48,8 @@ async def test_live_inserts_arrive_as_events(
     make_client: MakeClient, db: asyncpg.Connection
 ) -> None:
     client = await make_client(OPEN)
-    ws = await subscribe(client, {"channels": ["health_metrics"]})
+    # the service samples its own host into the same table: follow only the pushed service
+    ws = await subscribe(client, {"channels": ["health_metrics"], "filter": {"service": "api"}})
     await wait_subscribed(client)
     row_id = await db.fetchval(INSERT_HEALTH, "api", 0.25)
     event = await next_event(ws)
@@ -68,7 +69,12 @@ async def test_after_a_cursor_the_missed_changes_are_replayed_first(
     client = await make_client(OPEN)
     ids = [await db.fetchval(INSERT_HEALTH, "api", float(i)) for i in range(4)]
     ws = await subscribe(
-        client, {"channels": ["health_metrics"], "after": {"health_metrics": str(ids[1])}}
+        client,
+        {
+            "channels": ["health_metrics"],
+            "after": {"health_metrics": str(ids[1])},
+            "filter": {"service": "api"},
+        },
     )
     assert [(await next_event(ws))["cursor"] for _ in range(2)] == [str(ids[2]), str(ids[3])]
     await wait_subscribed(client)
