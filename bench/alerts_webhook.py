@@ -188,6 +188,7 @@ async def run(rounds: int) -> list[Figure]:
 
 def _serve(dsn: str, port: int) -> None:
     """The real app plus the baseline route, listening on ``port``."""
+    import msgspec
     from aiohttp import web
 
     from exporter.config import parse_config
@@ -209,8 +210,9 @@ def _serve(dsn: str, port: int) -> None:
                     "INSERT INTO monitoring.system_alerts (fingerprint, starts_at, alert_type,"
                     " severity, title, labels, annotations, source) VALUES ($1, $2, $3, $4, $5,"
                     " $6::jsonb, $7::jsonb, 'alertmanager') ON CONFLICT DO NOTHING",
-                    a.fingerprint, a.starts_at, a.alert_type, a.severity, a.title, a.labels,
-                    a.annotations,
+                    a.fingerprint, a.starts_at, a.alert_type, a.severity, a.title,
+                    msgspec.json.encode(a.labels).decode(),
+                    msgspec.json.encode(a.annotations).decode(),
                 )  # fmt: skip
         return web.json_response({"alerts": len(notification.alerts)})
 

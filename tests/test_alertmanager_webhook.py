@@ -295,9 +295,7 @@ async def test_monitoring_alerts_metric_has_every_pair_and_follows_changes(
 
 
 async def test_monitoring_alerts_follows_acknowledge_and_resolve(make_client: MakeClient) -> None:
-    client = await make_client(
-        {**TOKENS, "alerts": {"counts_refresh_interval": "10ms", "counts_full_interval": "1s"}}
-    )
+    client = await make_client({**TOKENS, "alerts": {"counts_refresh_interval": "10ms"}})
 
     async def counts() -> dict[str, float]:
         text = await (await client.get("/metrics")).text()

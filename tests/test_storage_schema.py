@@ -16,6 +16,7 @@ TABLES = [
     "system_alert_events",
     "monitoring_dashboard_config",
     "system_performance_logs",
+    "system_alert_counts",
 ]
 
 INSERT_CONFIG = (

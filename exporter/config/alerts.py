@@ -19,10 +19,8 @@ class Alerts(Section, frozen=True):
     request_timeout: Duration = msgspec.field(default_factory=lambda: Duration(5))
     # How often manual alerts whose auto_resolve_after elapsed are resolved.
     auto_resolve_interval: Duration = msgspec.field(default_factory=lambda: Duration(5))
-    # Least time between two refreshes of the monitoring_alerts counts of open incidents.
+    # Least time between two refreshes of the monitoring_alerts counts.
     counts_refresh_interval: Duration = msgspec.field(default_factory=lambda: Duration(1))
-    # How often all monitoring_alerts counts, resolved incidents included, are refreshed.
-    counts_full_interval: Duration = msgspec.field(default_factory=lambda: Duration(15))
     # Most alerts written by one shared commit of concurrent webhooks.
     write_batch_max_alerts: int = 20_000
 

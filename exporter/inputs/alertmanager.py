@@ -52,8 +52,8 @@ decoder = msgspec.json.Decoder(Notification)
 class AlertRecord(NamedTuple):
     """One alert mapped onto the ``system_alerts`` columns, ready to store.
 
-    A tuple in the order of the bulk upsert's arrays, so a batch transposes into its columns
-    with one ``zip(*records)``.
+    A tuple in the order the bulk upsert reads its JSON array elements, so a whole batch
+    encodes as one JSON document (an array of arrays) in one call.
     """
 
     fingerprint: str
@@ -64,8 +64,8 @@ class AlertRecord(NamedTuple):
     title: str
     description: str | None
     service_name: str | None
-    labels: str  # JSON text
-    annotations: str  # JSON text
+    labels: dict[str, str]
+    annotations: dict[str, str]
     generator_url: str | None
     ends_at: datetime | None
 
@@ -73,9 +73,6 @@ class AlertRecord(NamedTuple):
     def key(self) -> tuple[str, datetime]:
         """The incident this alert belongs to."""
         return (self.fingerprint, self.starts_at)
-
-
-_encode = msgspec.json.Encoder().encode
 
 
 def to_record(alert: WebhookAlert) -> AlertRecord:
@@ -94,8 +91,8 @@ def to_record(alert: WebhookAlert) -> AlertRecord:
         lifecycle.title_of(labels, annotations, alert.fingerprint),
         lifecycle.description_of(annotations),
         lifecycle.service_of(labels),
-        _encode(labels).decode(),
-        _encode(annotations).decode(),
+        labels,
+        annotations,
         alert.generator_url or None,
         ends_at,
     )

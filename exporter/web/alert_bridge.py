@@ -33,6 +33,8 @@ class Bridge:
 
 
 BRIDGE = web.AppKey("alert_bridge", Bridge)
+# Seconds between rereads of the counts when no change was reported.
+SAFETY_REFRESH = 15.0
 
 
 # ----------------------------------------------------------------------------- silences
@@ -91,15 +93,13 @@ async def silence_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def refresh_counts(app: web.Application) -> None:
-    """Keep ``monitoring_alerts`` fresh: open states on every change, all states periodically.
+    """Keep ``monitoring_alerts`` fresh: reread the counts after every change.
 
-    Open incidents are few and counted from a partial index; resolved ones pile up until
-    retention, so counting them is a scan that runs every ``counts_full_interval`` rather than
-    on every change.
+    The counts are a few rows kept by triggers (system_alert_counts), so rereading is cheap;
+    changes closer together than ``counts_refresh_interval`` share one read.
     """
     bridge, db = app[BRIDGE], app[DATABASE]
-    loop = asyncio.get_running_loop()
-    full_interval = app[CONFIG].alerts.counts_full_interval.seconds
+    pause = app[CONFIG].alerts.counts_refresh_interval.seconds
 
     def on_notify(channel: str, _payload: str) -> None:
         if channel == "system_alerts":
@@ -108,27 +108,16 @@ async def refresh_counts(app: web.Application) -> None:
     unsubscribe = app[LISTENER].subscribe(on_notify)
     try:
         await db.wait_ready()
-        full_at = 0.0
         while True:
             bridge.dirty.clear()
-            full = loop.time() >= full_at
             try:
-                counts = await storage.count_alerts(db, include_resolved=full)
+                bridge.counts = await storage.count_alerts(db)
             except StorageUnavailable:
                 bridge.dirty.set()
-            else:
-                if full:
-                    full_at = loop.time() + full_interval
-                else:  # keep the last resolved counts
-                    resolved = {
-                        k: n for k, n in (bridge.counts or {}).items() if k[0] == "resolved"
-                    }
-                    counts |= resolved
-                bridge.counts = counts
             # a safety refresh covers notifications lost while the listener reconnected
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bridge.dirty.wait(), timeout=full_interval)
-            await asyncio.sleep(app[CONFIG].alerts.counts_refresh_interval.seconds)
+                await asyncio.wait_for(bridge.dirty.wait(), timeout=SAFETY_REFRESH)
+            await asyncio.sleep(pause)
     finally:
         unsubscribe()
 
