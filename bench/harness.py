@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+from aiohttp import web
 
 from exporter.storage.migrate import migrate
 from tests.support.postgres import admin_url_from_env, create_database, drop_database
@@ -216,3 +217,17 @@ async def open_loop(conns: list[Connection], requests: Sequence[bytes], rate: fl
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, e.g. status {failures[0]}")
     return latencies
+
+
+def run_like_the_service(app: web.Application, port: int) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` as ``monitoring-exporter serve`` runs: on the
+    service's event loop, with the heap settled once started, without access logs."""
+    from exporter.service import new_event_loop, settle_heap
+
+    async def settle(_app: web.Application) -> None:
+        settle_heap()
+
+    app.on_startup.append(settle)
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=new_event_loop()
+    )

@@ -37,6 +37,7 @@ from bench.harness import (
     http_request,
     open_loop,
     percentile,
+    run_like_the_service,
     run_wrk,
     scratch_database,
 )
@@ -89,7 +90,6 @@ def serve(dsn: str, port: int, overrides: dict[str, Any] | None = None) -> None:
     from aiohttp import web
 
     from exporter.config import parse_config
-    from exporter.service import new_event_loop
     from exporter.web.app import create_app
     from exporter.web.keys import DATABASE
 
@@ -118,10 +118,7 @@ def serve(dsn: str, port: int, overrides: dict[str, Any] | None = None) -> None:
 
     app.router.add_post("/bench/noop", noop)
     app.router.add_post("/bench/insert-each", insert_each)
-    # the event loop the service itself runs on
-    web.run_app(
-        app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop()
-    )
+    run_like_the_service(app, port)
 
 
 async def closed_loop(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -54,6 +55,16 @@ def with_database(dsn: str | None, data_dir: Path, run: Callable[[str], int]) ->
         embedded.stop()
 
 
+def settle_heap() -> None:
+    """Leave what start-up built (modules, routes, registries) out of the cyclic GC.
+
+    Those objects live as long as the process; left in, every full collection walks them all
+    again, a pause of tens of milliseconds that showed in webhook p99.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: Config, dsn: str, listen_address: str) -> int:
     """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0."""
     app = create_app(config, dsn=dsn)
@@ -64,6 +75,7 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
         access_log=None,
     )
     await runner.setup()
+    settle_heap()
     host, port = split_listen_address(listen_address)
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
