@@ -35,6 +35,20 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, _OUTAGE)
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """A pool connection released without asyncpg's reset query.
+
+    That query (RESET ALL, UNLISTEN *, CLOSE ALL, pg_advisory_unlock_all) costs a round trip
+    on every release, and pooled connections here never carry session state: statements use
+    transaction-scoped settings and advisory locks only, and LISTEN and migrations have their
+    own connections. asyncpg still rolls back a transaction left open.
+    """
+
+    def get_reset_query(self) -> str:
+        """Nothing to reset (see the class)."""
+        return ""
+
+
 class Database:
     """The service's own PostgreSQL: one pool, connected and migrated in the background."""
 
@@ -82,6 +96,7 @@ class Database:
             command_timeout=self.config.command_timeout.seconds,
             server_settings={"application_name": "monitoring-exporter", "TimeZone": "UTC"},
             init=self._init_connection,
+            connection_class=PooledConnection,
         )
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
