@@ -123,8 +123,6 @@ async def test_the_migration_counts_the_incidents_already_stored(db: asyncpg.Con
     await db.execute("""
         DROP FUNCTION monitoring.count_alerts() CASCADE;
         DROP TABLE monitoring.system_alert_counts;
-        CREATE INDEX system_alerts_open_idx ON monitoring.system_alerts (status, severity)
-            WHERE status <> 'resolved';
         DELETE FROM monitoring.schema_migrations WHERE version = 4;
     """)
     await db.execute(INSERT, "old", 7)

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from exporter.storage.database import Database
 
+# the totals the triggers keep (migration 4): a few rows however many incidents are open
 ACTIVE_ALERTS_BY_SEVERITY = """
-SELECT severity, count(*) AS n
-FROM {schema}.system_alerts
+SELECT severity, sum(n)::bigint AS n
+FROM {schema}.system_alert_counts
 WHERE status <> 'resolved'
 GROUP BY severity
 """

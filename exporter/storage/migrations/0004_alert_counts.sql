@@ -28,6 +28,10 @@ BEGIN
         ON CONFLICT (status, severity, shard)
         DO UPDATE SET n = c.n + excluded.n;
     ELSIF TG_OP = 'UPDATE' THEN
+        -- the upsert's conflict path fires this for every statement, mostly with no rows
+        IF NOT EXISTS (SELECT FROM new_rows) THEN
+            RETURN NULL;
+        END IF;
         INSERT INTO __SCHEMA__.system_alert_counts AS c (status, severity, shard, n)
         SELECT status, severity, pg_backend_pid() % 64, sum(d)
         FROM (SELECT status, severity, 1 AS d FROM new_rows
@@ -66,9 +70,6 @@ CREATE TRIGGER system_alerts_count_truncate AFTER TRUNCATE ON __SCHEMA__.system_
 
 INSERT INTO __SCHEMA__.system_alert_counts (status, severity, shard, n)
 SELECT status, severity, 0, count(*) FROM __SCHEMA__.system_alerts GROUP BY status, severity;
-
--- The partial index of open incidents only served the counting scan.
-DROP INDEX __SCHEMA__.system_alerts_open_idx;
 
 CREATE TRIGGER system_alert_counts_touch BEFORE UPDATE ON __SCHEMA__.system_alert_counts
     FOR EACH ROW EXECUTE FUNCTION __SCHEMA__.touch_updated_at();
