@@ -34,6 +34,7 @@ from bench.harness import (
     WRK,
     Connection,
     Figure,
+    checkpoint,
     http_request,
     open_loop,
     percentile,
@@ -254,6 +255,7 @@ async def _measure(rounds: int, dsn: str, base: str, server: psutil.Process) -> 
         port = int(base.rsplit(":", 1)[1])
         conns = [await Connection.open(port) for _ in range(LATENCY_CONNECTIONS)]
         try:
+            await checkpoint(dsn)  # the saturating rounds' writes are not this phase's
             await paced_latencies(conns, single_rate / 2)  # warm up, discarded
             p99s = []
             for _ in range(rounds):
