@@ -180,6 +180,16 @@ def test_rule_precedence_override_push_config_builtin() -> None:
     # an older version (from a slower replica refresh) never replaces a newer one
     assert not book.set_override(key, Override(Rule(critical=9), 1, NOW))
     assert book.rule_for(key)[0] == Rule(critical=3)
+    # a removal is a newer version: the configured rule applies again, and an older copy
+    # arriving late cannot bring the override back
+    assert book.set_override(key, Override(None, 3, NOW))
+    assert book.rule_for(key) == (Rule(critical=1), "config")
+    assert book.active_override(key) is None
+    assert key in book.keys()  # noqa: SIM118 - a method
+    assert not book.set_override(key, Override(Rule(critical=3), 2, NOW))
+    assert book.rule_for(key)[1] == "config"
+    assert book.set_override(key, Override(Rule(critical=4), 4, NOW))
+    assert book.rule_for(key) == (Rule(critical=4), "api")
 
 
 def sample(service: str, value: float = 1.0, source: str = "push") -> Sample:

@@ -156,6 +156,16 @@ def test_threshold_changes_are_exported_without_new_samples() -> None:
     assert 'level="warning"' not in text.split("svc0")[-1].split("\n")[0]
 
 
+def test_a_removed_override_leaves_the_output_when_nothing_else_rules_the_key() -> None:
+    exposition, health, _, _ = build(["svc0"])
+    key = ("nowhere", "queue_depth")  # no configured rule, no samples
+    line = 'monitoring_health_threshold{service="nowhere",metric_type="queue_depth"'
+    health.rules.set_override(key, Override(Rule(critical=7.0), 1, NOW))
+    assert line in exposition.render(None, None)[0].decode()
+    health.rules.set_override(key, Override(None, 2, NOW))
+    assert line not in exposition.render(None, None)[0].decode()
+
+
 def test_expired_series_leave_the_output() -> None:
     exposition, _, _, clock = build(["svc0", "gone"])
     clock.now = 61

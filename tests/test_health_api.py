@@ -299,6 +299,94 @@ async def test_an_override_wins_over_the_yaml_and_survives_a_restart(
     await eventually(loaded)
 
 
+YAML_RULE: dict[str, Any] = {
+    **CONFIG,
+    "metrics": {**CONFIG["metrics"], "refresh_interval": "100ms"},
+    "services": [
+        {
+            "name": "svc",
+            "process": {"name": "no-such-process-x"},
+            "thresholds": {"t": {"warning": 5, "critical": 10}},
+        }
+    ],
+}
+
+
+async def threshold_rows(db: asyncpg.Connection) -> list[tuple[str, int]]:
+    rows = await db.fetch(
+        "SELECT config::text, version FROM monitoring.monitoring_dashboard_config"
+        " WHERE kind = 'threshold' ORDER BY name"
+    )
+    return [(r["config"], r["version"]) for r in rows]
+
+
+async def test_removing_an_override_brings_back_the_configured_rule_on_every_replica(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    from tests.conftest import eventually
+
+    first = await make_client(YAML_RULE)
+    second = await make_client(YAML_RULE)
+    assert (await first.put("/api/v1/thresholds/svc/t", json={"critical": 3}, headers=A)).ok
+    sample = {"service": "svc", "metric_type": "t", "value": 4}
+    resp = await second.post("/api/v1/health-metrics", json=sample, headers=W)
+
+    async def critical_on_second(level: float) -> bool:
+        items = (await (await second.get("/api/v1/thresholds", headers=R)).json())["items"]
+        return any(t["metric_type"] == "t" and t["critical"] == level for t in items)
+
+    await eventually(lambda: critical_on_second(3))
+
+    resp = await first.delete("/api/v1/thresholds/svc/t", headers=A)
+    assert resp.status == 200
+    body = await resp.json()
+    assert (body["critical"], body["warning"], body["origin"]) == (10, 5, "config")
+    assert body["version"] is None
+    labels = 'service="svc",metric_type="t"'
+    assert f'monitoring_health_threshold{{{labels},level="critical"}} 10.0' in await metrics_text(
+        first
+    )
+    assert await threshold_rows(db) == [('{"removed": true}', 2)]
+    # the other replica gives up its copy on its next re-read, and judges by the YAML again
+    await eventually(lambda: critical_on_second(10))
+    resp = await second.post("/api/v1/health-metrics", json=sample, headers=W)
+    assert (await resp.json())["status"] == "healthy"
+    # removing it again: nothing to remove
+    again = await second.delete("/api/v1/thresholds/svc/t", headers=A)
+    assert again.status == 404
+    assert (await again.json())["error"]["code"] == "not_found"
+    # a new override outranks the tombstone everywhere
+    resp = await second.put("/api/v1/thresholds/svc/t", json={"critical": 7}, headers=A)
+    assert (await resp.json())["version"] == 3
+    await eventually(lambda: critical_on_second(7))
+
+
+async def test_removing_needs_admin_an_override_and_the_expected_version(
+    client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    never = await client.delete("/api/v1/thresholds/s/t", headers=A)
+    assert never.status == 404
+    assert await threshold_rows(db) == []
+    assert (await client.put("/api/v1/thresholds/s/t", json={"critical": 2}, headers=A)).ok
+    before = await threshold_rows(db)
+    for headers, status in (({}, 401), (R, 403), (W, 403)):
+        assert (await client.delete("/api/v1/thresholds/s/t", headers=headers)).status == status
+    stale = await client.delete("/api/v1/thresholds/s/t?expect_version=7", headers=A)
+    assert stale.status == 409
+    assert (await stale.json())["error"]["code"] == "conflict"
+    bad = await client.delete("/api/v1/thresholds/s/t?expect_version=zero", headers=A)
+    assert bad.status == 400
+    assert (await bad.json())["error"]["code"] == "invalid_query"
+    path = await client.delete("/api/v1/thresholds/s/bad-type", headers=A)
+    assert path.status == 400
+    assert (await path.json())["error"]["code"] == "invalid_path"
+    assert await threshold_rows(db) == before  # none of these changed anything
+    assert (await client.delete("/api/v1/thresholds/s/t?expect_version=1", headers=A)).ok
+    assert await threshold_rows(db) == [('{"removed": true}', 2)]
+    listed = (await (await client.get("/api/v1/thresholds", headers=R)).json())["items"]
+    assert all(t["origin"] != "api" for t in listed)
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

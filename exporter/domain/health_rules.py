@@ -16,9 +16,13 @@ Origin = Literal["api", "push", "config", "builtin", "none"]
 
 @dataclass(frozen=True)
 class Override:
-    """A rule set through the API: stored, versioned, and winning over the YAML."""
+    """A rule set through the API: stored, versioned, and winning over the YAML.
 
-    rule: Rule
+    A rule of None records the override's removal: the tombstone keeps its version, so a
+    replica that still holds an older version gives it up, and a later PUT outranks both.
+    """
+
+    rule: Rule | None
     version: int
     updated_at: datetime
 
@@ -34,7 +38,7 @@ class RuleBook:
     def rule_for(self, key: Key, pushed: Rule | None = None) -> tuple[Rule, Origin]:
         """The rule in force for ``key`` and its origin."""
         override = self.overrides.get(key)
-        if override is not None:
+        if override is not None and override.rule is not None:
             return override.rule, "api"
         if pushed is not None:
             return pushed, "push"
@@ -57,7 +61,16 @@ class RuleBook:
 
     def keys(self) -> set[Key]:
         """Every key that has a configured or overriding rule."""
+        return set(self.configured) | {k for k, o in self.overrides.items() if o.rule is not None}
+
+    def touched(self) -> set[Key]:
+        """``keys()`` and the keys whose override was removed (their lines need re-rendering)."""
         return set(self.configured) | set(self.overrides)
+
+    def active_override(self, key: Key) -> Override | None:
+        """The override in force for ``key``, if one is (a removed one is not)."""
+        override = self.overrides.get(key)
+        return override if override is not None and override.rule is not None else None
 
 
 def configured_rules(config: Config) -> dict[Key, Rule]:

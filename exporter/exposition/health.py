@@ -142,7 +142,7 @@ class HealthExposition:
         if self._rules_generation == self.rules.generation:
             return
         self._rules_generation = self.rules.generation
-        keys = self.rules.keys() | {key for key, _ in self.store.items()}
+        keys = self.rules.touched() | {key for key, _ in self.store.items()}
         for key in keys:
             series = self.store.get(key)
             pushed = series.sample.pushed_rule if series is not None else None

@@ -60,7 +60,15 @@ from exporter.storage.health import (
     to_row,
 )
 from exporter.storage.overview import read_overview
-from exporter.storage.thresholds import VersionConflict, load_thresholds, save_threshold, split_name
+from exporter.storage.thresholds import (
+    NoOverride,
+    VersionConflict,
+    is_removed,
+    load_thresholds,
+    remove_threshold,
+    save_threshold,
+    split_name,
+)
 from exporter.web.api import Route
 from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
@@ -85,6 +93,13 @@ class HealthMetricQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     cursor: str | None = None
 
 
+class ThresholdRemoval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Query of ``DELETE /api/v1/thresholds/{service}/{metric_type}``."""
+
+    # optimistic concurrency: only remove the stored rule if it is at this version
+    expect_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
 _push_decoder: msgspec.json.Decoder[PushBody] = msgspec.json.Decoder(PushBody)
 
 
@@ -106,6 +121,8 @@ HEALTH = web.AppKey("health", Health)
 
 def _override(row: Any) -> tuple[Key, Override]:
     config = msgspec.json.decode(row["config"])
+    if is_removed(config):
+        return split_name(row["name"]), Override(None, row["version"], row["updated_at"])
     rule = Rule(
         config.get("warning"),
         config.get("critical"),
@@ -172,7 +189,7 @@ async def get_metrics(request: web.Request) -> web.Response:
 def _threshold_out(health: Health, key: Key) -> ThresholdOut:
     series = health.store.get(key)
     rule, origin = health.rules.rule_for(key, series.sample.pushed_rule if series else None)
-    override = health.rules.overrides.get(key)
+    override = health.rules.active_override(key)
     return ThresholdOut(
         service=key[0],
         metric_type=key[1],
@@ -194,9 +211,7 @@ async def get_thresholds(request: web.Request) -> web.Response:
     return json_response(ThresholdList(items))
 
 
-async def put_threshold(request: web.Request) -> web.Response:
-    """Store a rule overriding the YAML; effective on the next sample, exported at once."""
-    app = request.app
+def _threshold_key(request: web.Request) -> Key:
     service = request.match_info["service"]
     metric_type = request.match_info["metric_type"]
     try:
@@ -207,6 +222,13 @@ async def put_threshold(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid_path", f"the {name} in the path is not valid", [Detail(name, str(exc))]
         ) from None
+    return service, metric_type
+
+
+async def put_threshold(request: web.Request) -> web.Response:
+    """Store a rule overriding the YAML; effective on the next sample, exported at once."""
+    app = request.app
+    service, metric_type = _threshold_key(request)
     media_type(request, ("application/json",))
     body = decode_json(await read_body(request, app[CONFIG].web.max_body_bytes), ThresholdIn)
     try:
@@ -231,6 +253,25 @@ async def put_threshold(request: web.Request) -> web.Response:
     health = app[HEALTH]
     key, override = _override(row)
     health.rules.set_override(key, override)
+    return json_response(_threshold_out(health, key))
+
+
+async def delete_threshold(request: web.Request) -> web.Response:
+    """Remove a rule set through the API: the YAML's (or the built-in) rule is in force again."""
+    app = request.app
+    service, metric_type = _threshold_key(request)
+    query = parse_query(request, ThresholdRemoval)
+    try:
+        row = await remove_threshold(app[DATABASE], service, metric_type, query.expect_version)
+    except NoOverride:
+        raise ApiError(
+            404, "not_found", f"no rule for {service}/{metric_type} was set through the API"
+        ) from None
+    except VersionConflict:
+        raise ApiError(409, "conflict", "the rule changed since the expected version") from None
+    health = app[HEALTH]
+    key, tombstone = _override(row)
+    health.rules.set_override(key, tombstone)
     return json_response(_threshold_out(health, key))
 
 
@@ -429,6 +470,23 @@ def setup(app: web.Application) -> None:
             response=ThresholdOut,
             tags=TAGS,
             responses={409: "the rule is not at the expected version"},
+        ),
+    )
+    api.add(
+        app,
+        Route(
+            "DELETE",
+            "/api/v1/thresholds/{service}/{metric_type}",
+            delete_threshold,
+            "Remove a rule set through the API (the configured rule applies again)",
+            "admin",
+            query=ThresholdRemoval,
+            response=ThresholdOut,
+            tags=TAGS,
+            responses={
+                404: "no rule was set through the API",
+                409: "the rule is not at the expected version",
+            },
         ),
     )
     api.add(
