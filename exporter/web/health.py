@@ -132,6 +132,13 @@ def _override(row: Any) -> tuple[Key, Override]:
     return split_name(row["name"]), Override(rule, row["version"], row["updated_at"])
 
 
+def _install(health: Health, row: Any) -> Key:
+    """Put a stored rule (or its removal) into the rule book; the key it rules."""
+    key, override = _override(row)
+    health.rules.set_override(key, override)
+    return key
+
+
 def _metric(row: Any) -> HealthMetric:
     data = dict(row)
     data["metadata"] = msgspec.json.decode(data["metadata"])
@@ -251,9 +258,7 @@ async def put_threshold(request: web.Request) -> web.Response:
     except VersionConflict:
         raise ApiError(409, "conflict", "the rule changed since the expected version") from None
     health = app[HEALTH]
-    key, override = _override(row)
-    health.rules.set_override(key, override)
-    return json_response(_threshold_out(health, key))
+    return json_response(_threshold_out(health, _install(health, row)))
 
 
 async def delete_threshold(request: web.Request) -> web.Response:
@@ -270,9 +275,7 @@ async def delete_threshold(request: web.Request) -> web.Response:
     except VersionConflict:
         raise ApiError(409, "conflict", "the rule changed since the expected version") from None
     health = app[HEALTH]
-    key, tombstone = _override(row)
-    health.rules.set_override(key, tombstone)
-    return json_response(_threshold_out(health, key))
+    return json_response(_threshold_out(health, _install(health, row)))
 
 
 async def get_overview(request: web.Request) -> web.Response:
@@ -351,8 +354,7 @@ async def _refresh(app: web.Application) -> None:
             async with db.connection() as conn:
                 rows = await load_thresholds(conn, db.schema)
             for row in rows:
-                key, override = _override(row)
-                health.rules.set_override(key, override)
+                _install(health, row)
             await build_overview(app)
         except StorageUnavailable:
             pass
