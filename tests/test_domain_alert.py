@@ -101,3 +101,8 @@ def test_type_service_title_mapping() -> None:
     assert lc.title_of({}, {}, "abc") == "alert abc"
     assert lc.description_of({"description": "d"}) == "d"
     assert lc.description_of({}) is None
+
+
+def test_open_by_severity_counts_active_and_acknowledged_for_every_severity() -> None:
+    counts = {("active", "high"): 2, ("acknowledged", "high"): 1, ("resolved", "low"): 9}
+    assert lc.open_by_severity(counts) == {"low": 0, "medium": 0, "high": 3, "critical": 0}

@@ -163,3 +163,13 @@ def merge_signals(signals: list[Signal]) -> Signal:
     Resolution is terminal, so any ``resolved`` wins whatever the delivery order was.
     """
     return "resolved" if "resolved" in signals else "firing"
+
+
+def open_by_severity(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+    """Incidents not yet resolved, per severity (every severity present), from counts by
+    (status, severity)."""
+    found: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+    for (status, severity), n in counts.items():
+        if status != "resolved":
+            found[severity] += n
+    return found

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from exporter.demo.health import demo_history
+from exporter.domain.alert import open_by_severity
 from exporter.domain.health import (
     STATUS_CODE,
     Rule,
@@ -52,6 +53,7 @@ from exporter.exposition.health import HealthExposition
 from exporter.inputs.host import HostReader, run_host
 from exporter.inputs.probes import Prober, ProbeResult, run_probes
 from exporter.storage import StorageUnavailable
+from exporter.storage.alerts import count_alerts
 from exporter.storage.health import (
     DEMO_SEEDED,
     SampleWriter,
@@ -59,7 +61,6 @@ from exporter.storage.health import (
     list_samples,
     to_row,
 )
-from exporter.storage.overview import read_overview
 from exporter.storage.thresholds import (
     NoOverride,
     VersionConflict,
@@ -287,7 +288,7 @@ async def get_overview(request: web.Request) -> web.Response:
 async def build_overview(app: web.Application) -> Overview:
     """Combine the in-memory service statuses with the alert and quality tables."""
     health = app[HEALTH]
-    figures = await read_overview(app[DATABASE])
+    alerts = open_by_severity(await count_alerts(app[DATABASE]))
     quality = (await overview_of(app)).overall
     by_service: dict[str, dict[str, Status]] = {}
     for (service, metric_type), series in health.store.items():
@@ -296,11 +297,11 @@ async def build_overview(app: web.Application) -> Overview:
     services = [
         ServiceStatus(name, statuses[name], metrics) for name, metrics in sorted(by_service.items())
     ]
-    status = health.overall = verdict(list(statuses.values()), figures.alerts, quality.status)
+    status = health.overall = verdict(list(statuses.values()), alerts, quality.status)
     return Overview(
         status,
         services,
-        figures.alerts,
+        alerts,
         QualitySummary(quality.score, quality.status, quality.sources),
         datetime.now(UTC),
     )
