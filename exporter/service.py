@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from exporter.config import Config
+from exporter.features.core import LIFECYCLE, replica_name
 from exporter.storage.embedded import EmbeddedPostgres
 from exporter.web.app import create_app
-from exporter.web.keys import LIFECYCLE
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def settle_heap() -> None:
 
 async def serve(config: Config, dsn: str, listen_address: str) -> int:
     """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0."""
-    app = create_app(config, dsn=dsn)
+    app = create_app(config, dsn=dsn, replica=replica_name(config, listen_address))
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -1,4 +1,5 @@
-"""Retention: partitions created ahead and dropped when expired, rows deleted, one replica at a time."""
+"""Retention: partitions created ahead and dropped when expired, rows deleted (the leader's
+job runs it in its fenced transaction; tests/features/test_leader.py covers the fencing)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import asyncpg
 import pytest
 
 from exporter.config import parse_config
+from exporter.config.performance_logs import Retention
 from exporter.storage import Database
-from exporter.storage.retention import LOCK_KEY, run_pass
+from exporter.storage.retention import Pass, run_pass
 
 PARTITIONS = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -24,6 +26,11 @@ async def database(database_url: str) -> AsyncIterator[Database]:
     await db.connect_forever()
     yield db
     await db.close()
+
+
+async def run(database: Database, config: Retention, now: datetime | None = None) -> Pass:
+    async with database.transaction() as conn:
+        return await run_pass(conn, database, config, now)
 
 
 def part(day: datetime) -> str:
@@ -45,7 +52,7 @@ async def test_a_pass_creates_partitions_ahead_and_drops_expired_ones(
         now,
     )
     config = parse_config({"retention": {"performance_logs": "14d"}}).retention
-    done = await run_pass(database, config, now)
+    done = await run(database, config, now)
     assert done.locked and done.partitions_dropped == 1
     names = [r["relname"] for r in await db.fetch(PARTITIONS)]
     assert part(old) not in names
@@ -54,7 +61,7 @@ async def test_a_pass_creates_partitions_ahead_and_drops_expired_ones(
         r["operation_type"]
         for r in await db.fetch("SELECT operation_type FROM monitoring.system_performance_logs")
     ] == ["new"]
-    again = await run_pass(database, config, now)
+    again = await run(database, config, now)
     assert (again.partitions_created, again.partitions_dropped) == (0, 0)
 
 
@@ -75,7 +82,7 @@ async def test_a_pass_deletes_expired_rows_of_the_other_tables(
         " ('f2', 'security', 'low', 'active', 't', 'api', $1, NULL)",
         now - timedelta(days=400),
     )
-    done = await run_pass(database, parse_config({}).retention, now)
+    done = await run(database, parse_config({}).retention, now)
     assert done.rows_deleted == {
         "system_health_metrics": 1,
         "data_quality_indicators": 0,
@@ -83,15 +90,3 @@ async def test_a_pass_deletes_expired_rows_of_the_other_tables(
     }
     assert await db.fetchval("SELECT count(*) FROM monitoring.system_health_metrics") == 1
     assert await db.fetchval("SELECT fingerprint FROM monitoring.system_alerts") == "f2"
-
-
-async def test_only_one_replica_runs_a_pass_at_a_time(
-    database: Database, db: asyncpg.Connection
-) -> None:
-    await db.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
-    try:
-        done = await run_pass(database, parse_config({}).retention)
-    finally:
-        await db.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-    assert not done.locked
-    assert (await run_pass(database, parse_config({}).retention)).locked

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -49,40 +49,14 @@ class Notification(msgspec.Struct, frozen=True, rename="camel"):
 decoder = msgspec.json.Decoder(Notification)
 
 
-class AlertRecord(NamedTuple):
-    """One alert mapped onto the ``system_alerts`` columns, ready to store.
-
-    A tuple in the order the bulk upsert reads its JSON array elements, so a whole batch
-    encodes as one JSON document (an array of arrays) in one call.
-    """
-
-    fingerprint: str
-    starts_at: datetime
-    signal: lifecycle.Signal
-    alert_type: lifecycle.AlertType
-    severity: lifecycle.Severity
-    title: str
-    description: str | None
-    service_name: str | None
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    generator_url: str | None
-    ends_at: datetime | None
-
-    @property
-    def key(self) -> tuple[str, datetime]:
-        """The incident this alert belongs to."""
-        return (self.fingerprint, self.starts_at)
-
-
-def to_record(alert: WebhookAlert) -> AlertRecord:
+def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
     """Map one webhook alert onto our columns (the spec's label mapping)."""
     labels, annotations, status = alert.labels, alert.annotations, alert.status
     ends_at = alert.ends_at if status == "resolved" else None
     if ends_at is not None and ends_at.year <= _ZERO_YEAR:
         ends_at = None
     # positional: this runs for every alert of every webhook
-    return AlertRecord(
+    return lifecycle.AlertRecord(
         alert.fingerprint,
         alert.starts_at,
         status,

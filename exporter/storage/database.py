@@ -52,10 +52,13 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is 
 class Database:
     """The service's own PostgreSQL: one pool, connected and migrated in the background."""
 
-    def __init__(self, dsn: str, config: DatabaseConfig) -> None:
+    def __init__(self, dsn: str, config: DatabaseConfig, *, direct_dsn: str | None = None) -> None:
         self.dsn = dsn
+        #: for sessions a transaction pooler would break: LISTEN, leases, migrations
+        self.direct_dsn = direct_dsn or dsn
         self.config = config
         self.schema = config.schema
+        self._sql: dict[str, str] = {}
         self.pool: asyncpg.Pool | None = None
         self.migrated = False
         self.last_error: str | None = None
@@ -82,7 +85,7 @@ class Database:
                 return
 
     async def _connect_once(self) -> None:
-        conn = await asyncpg.connect(self.dsn, timeout=self.config.connect_timeout.seconds)
+        conn = await asyncpg.connect(self.direct_dsn, timeout=self.config.connect_timeout.seconds)
         try:
             await migrate(conn, self.schema)
         finally:
@@ -97,6 +100,7 @@ class Database:
             server_settings={"application_name": "monitoring-exporter", "TimeZone": "UTC"},
             init=self._init_connection,
             connection_class=PooledConnection,
+            statement_cache_size=100 if self.config.statement_cache else 0,
         )
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
@@ -104,6 +108,17 @@ class Database:
         await conn.set_type_codec(
             "jsonb", encoder=lambda v: v, decoder=lambda v: v, schema="pg_catalog"
         )
+
+    def sql(self, text: str) -> str:
+        """A statement with ``__SCHEMA__`` naming the configured schema (rendered once).
+
+        Statements name the schema themselves rather than relying on ``search_path``: a
+        transaction pooler does not keep session settings between transactions.
+        """
+        rendered = self._sql.get(text)
+        if rendered is None:
+            rendered = self._sql[text] = text.replace("__SCHEMA__", f'"{self.schema}"')
+        return rendered
 
     async def wait_ready(self) -> None:
         """Wait until the pool exists and migrations are applied."""
@@ -160,6 +175,11 @@ class Database:
             except Exception as exc:
                 raise StorageUnavailable(f"database did not answer: {type(exc).__name__}") from exc
 
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send a notification through the pool (the listener's delivery check)."""
+        async with self.connection() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+
     def pool_stats(self) -> dict[str, Any]:
         """Sizes of the pool for the exporter's own metrics."""
         if self.pool is None:
@@ -169,3 +189,14 @@ class Database:
             "idle": self.pool.get_idle_size(),
             "max": self.pool.get_max_size(),
         }
+
+
+async def connect_direct(
+    dsn: str, *, timeout: float, settings: dict[str, str] | None = None
+) -> asyncpg.Connection:
+    """A dedicated connection outside the pool (LISTEN, leases, migrations)."""
+    return await asyncpg.connect(
+        dsn,
+        timeout=timeout,
+        server_settings={"application_name": "monitoring-exporter", **(settings or {})},
+    )

@@ -1,13 +1,12 @@
 """The alert bridge's routes: the Alertmanager webhook, manual alerts and their lifecycle.
 
-Its state and background work are in ``alert_bridge``, its families in ``exposition.alerts``.
+Its state and background work are in ``features.alerts``, its families in ``exposition.alerts``.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -15,25 +14,15 @@ from aiohttp import web
 
 from exporter.config.types import parse_duration
 from exporter.domain import alert as lifecycle
-from exporter.exposition.alerts import AlertCounts
+from exporter.features import alerts
+from exporter.features.alerts import BRIDGE
+from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.inputs import alertmanager as webhook
 from exporter.storage import StorageUnavailable
 from exporter.storage import alerts as storage
-from exporter.web.alert_bridge import (
-    BRIDGE,
-    Bridge,
-    auto_resolve,
-    create_silence,
-    expire_silence,
-    refresh_counts,
-    seed_demo,
-    silence_client,
-)
-from exporter.web.api import Route
+from exporter.web.api import API, Route
 from exporter.web.auth import PRINCIPAL
-from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
-from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
 from exporter.web.pagination import Page, after_cursor, next_cursor
 from exporter.web.payload import (
     decode_json,
@@ -163,17 +152,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
     bridge.metrics.alerts.labels("firing").inc(len(records) - resolved)
     bridge.metrics.alerts.labels("resolved").inc(resolved)
     try:
-        outcome = await bridge.writer.write(records)
+        outcome = await alerts.receive(request.app, records)
     except StorageUnavailable:
         bridge.metrics.notifications_rejected.labels("storage_unavailable").inc()
         raise
-    bridge.metrics.duplicates.inc(outcome.duplicates)
-    bridge.dirty.set()
-    if outcome.changed:
-        request.app[SELF_METRICS].writes_committed.labels("system_alerts").inc(len(outcome.changed))
-    for change in outcome.changed:
-        if change.status == "resolved" and change.silence_id:
-            await expire_silence(request.app, change.silence_id)
     opened = sum(c.inserted for c in outcome.changed)
     return json_response(
         WebhookReceipt(len(records), opened, len(outcome.changed) - opened, outcome.duplicates)
@@ -214,16 +196,13 @@ async def create_alert(request: web.Request) -> web.Response:
     if bad:
         raise ApiError(400, "invalid_body", "the body holds values that cannot be stored", bad)
     principal = request.get(PRINCIPAL)
-    row = await storage.create_alert(
-        request.app[DATABASE],
-        f"api-{uuid.uuid4().hex}",
+    row = await alerts.create(
+        request.app,
         (body.alert_type, body.severity, body.title, body.description, body.service,
          msgspec.json.encode(body.labels).decode()),
         after,
         principal.name if principal else "api",
     )  # fmt: skip
-    request.app[SELF_METRICS].writes_committed.labels("system_alerts").inc()
-    request.app[BRIDGE].dirty.set()
     return json_response(msgspec.convert(row, Alert), status=201)
 
 
@@ -277,19 +256,7 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved."""
     alert_id = _alert_id(request)
     body = decode_json(await _small_body(request), Acknowledge)
-    now = datetime.now(UTC)
-    row = await _change(
-        request, alert_id, lambda i: lifecycle.acknowledge(i, body.by, now, body.note)
-    )
-    silences = request.app[BRIDGE].silences
-    # an acknowledged incident without a silence retries one that failed before
-    if (
-        silences
-        and row["status"] == "acknowledged"
-        and row["source"] == "alertmanager"
-        and row["silence_id"] is None
-    ):
-        row["silence_id"] = await create_silence(request.app, silences, row, body.by)
+    row = await _change(request, alert_id, alerts.acknowledge, body.by, body.note)
     return json_response(msgspec.convert(row, Alert))
 
 
@@ -297,23 +264,19 @@ async def resolve_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts/{id}/resolve``: idempotent; expires the incident's silence."""
     alert_id = _alert_id(request)
     body = decode_json(await _small_body(request), Resolve)
-    now = datetime.now(UTC)
-    row = await _change(request, alert_id, lambda i: lifecycle.resolve(i, body.by, body.note, now))
+    row = await _change(request, alert_id, alerts.resolve, body.by, body.note)
     return json_response(msgspec.convert(row, Alert))
 
 
-async def _change(request: web.Request, alert_id: int, operation: Any) -> dict[str, Any]:
+async def _change(
+    request: web.Request, alert_id: int, action: Any, by: str, note: str | None
+) -> dict[str, Any]:
     try:
-        found = await storage.change_alert(request.app[DATABASE], alert_id, operation)
+        row: dict[str, Any] | None = await action(request.app, alert_id, by, note)
     except lifecycle.Conflict as exc:
         raise ApiError(409, "conflict", f"alert {alert_id}: {exc}") from None
-    if found is None:
+    if row is None:
         raise _not_found(request)
-    row, transition = found
-    if transition.changed:
-        request.app[BRIDGE].dirty.set()
-        if row["status"] == "resolved" and row["silence_id"]:
-            await expire_silence(request.app, row["silence_id"])
     return row
 
 
@@ -334,19 +297,7 @@ def _not_found(request: web.Request) -> ApiError:
 
 
 def setup(app: web.Application) -> None:
-    """Register the alert routes, collectors and lifetimes."""
-    config = app[CONFIG]
-    writer = storage.AlertWriter(app[DATABASE], max_alerts=config.alerts.write_batch_max_alerts)
-    bridge = app[BRIDGE] = Bridge(writer)
-    writer.on_commit = bridge.dirty.set
-    app[EXPOSITION].add("alerts", AlertCounts(lambda: bridge.counts))
-    app[EXPOSITION].add("alertmanager_webhook", bridge.metrics.registry)
-    app.cleanup_ctx.append(silence_client)
-    app.cleanup_ctx.append(background("alerts-writer", lambda a: writer.run()))
-    app.cleanup_ctx.append(background("alerts-counts", refresh_counts))
-    app.cleanup_ctx.append(background("alerts-auto-resolve", auto_resolve))
-    if config.demo:
-        app.cleanup_ctx.append(background("alerts-demo", seed_demo))
+    """Register the alert routes."""
     api, tags = app[API], ("alerts",)
     conflict = {404: "no such alert", 409: "the alert is resolved"}
     for route in (

@@ -122,3 +122,6 @@ def _path_params(path: str) -> list[str]:
         if part.startswith("{") and part.endswith("}"):
             names.append(part[1:-1].split(":")[0])
     return names
+
+
+API = web.AppKey("api", Api)
