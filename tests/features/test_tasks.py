@@ -23,16 +23,18 @@ async def test_a_failing_step_is_counted_backed_off_and_run_again() -> None:
     supervisor = Supervisor(min_backoff=0.01, max_backoff=0.05)
     supervisor.register("flaky")
     calls = 0
+    sixth = asyncio.Event()
 
     async def step() -> None:
         nonlocal calls
         calls += 1
+        if calls == 6:
+            sixth.set()
         if calls <= 3:
             raise RuntimeError(f"boom {calls}")
 
     task = asyncio.create_task(supervisor.loop("flaky", step, interval=0.01))
-    while calls < 6:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(sixth.wait(), timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -77,17 +79,18 @@ async def test_a_long_lived_task_is_restarted_after_it_fails() -> None:
     supervisor = Supervisor(min_backoff=0.01)
     supervisor.register("listener")
     runs = 0
+    third = asyncio.Event()
 
     async def run() -> None:
         nonlocal runs
         runs += 1
         if runs < 3:
             raise ConnectionError("lost")
+        third.set()
         await asyncio.Event().wait()
 
     task = asyncio.create_task(supervisor.keep_running("listener", run))
-    while runs < 3:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(third.wait(), timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
