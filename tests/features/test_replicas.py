@@ -285,7 +285,7 @@ async def test_scheduled_work_runs_once_across_replicas_and_fails_over(
     )
 
     async def new_term() -> bool:
-        return (await db.fetchval("SELECT epoch FROM monitoring.leases")) > epoch
+        return int(await db.fetchval("SELECT epoch FROM monitoring.leases")) > epoch
 
     await eventually(new_term, timeout=15)
     assert "no longer leads" in second.log()
