@@ -277,7 +277,7 @@ async def test_scheduled_work_runs_once_across_replicas_and_fails_over(
 
     # the new leader's lease session is terminated while its process lives on
     (second,) = await replicas.leaders()
-    epoch = await db.fetchval("SELECT epoch FROM monitoring.leases")
+    epoch = int(await db.fetchval("SELECT epoch FROM monitoring.leases"))
     await db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE application_name = 'monitoring-exporter-lease' AND datname = current_database()"
