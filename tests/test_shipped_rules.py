@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import re
+import socket
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import eventually
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
 RULE_FILES = sorted(RULES.glob("*.yml"))
 RULE_TEST_FILES = sorted((RULES / "tests").glob("*.yml"))
 PROMTOOL = pathlib.Path("/usr/bin/promtool")
+PROMETHEUS = pathlib.Path("/usr/bin/prometheus")
+SERVICE_MONITOR = REPO / "deploy" / "kubernetes" / "servicemonitor.yaml"
 
 # Domain families: derived from PostgreSQL, the same on every replica (SPEC.md, "Replicas"),
 # so Prometheus holds one copy per scraped replica, told apart by the target labels below.
@@ -515,3 +525,165 @@ def test_replica_cases_cover_disagreement_and_a_replica_down() -> None:
     assert "disagree" in names and "replica goes down" in names
     stale = [c for c in _replica_cases() if any("stale" in s["values"] for s in c["input_series"])]
     assert stale, "no case in which a replica's series end"
+
+
+# What three replicas export: the same domain series from PostgreSQL, every replica's host
+# figures (stored with the replica that measured them), and each one's own leadership.
+_REPLICA_METRICS = """\
+monitoring_service_up{{service="dashboard_api"}} 0
+monitoring_health_metric_value{{service="data_sync",metric_type="uptime"}} 0.9
+monitoring_health_status{{service="data_sync",metric_type="uptime"}} 2
+monitoring_health_threshold{{service="data_sync",metric_type="uptime",level="critical"}} 0.95
+monitoring_health_metric_value{{service="host",metric_type="cpu_usage",replica="exporter-a"}} 0.85
+monitoring_health_status{{service="host",metric_type="cpu_usage",replica="exporter-a"}} 1
+monitoring_health_metric_value{{service="host",metric_type="cpu_usage",replica="exporter-b"}} 0.3
+monitoring_health_status{{service="host",metric_type="cpu_usage",replica="exporter-b"}} 0
+monitoring_health_metric_value{{service="host",metric_type="cpu_usage",replica="exporter-c"}} 0.9
+monitoring_health_status{{service="host",metric_type="cpu_usage",replica="exporter-c"}} 1
+monitoring_leader {leader}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _prometheus_relabeling(rule: dict[str, Any]) -> dict[str, Any]:
+    """A ServiceMonitor relabeling in Prometheus's own spelling."""
+    keys = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    return {keys.get(k, k): (v.lower() if k == "action" else v) for k, v in rule.items()}
+
+
+@pytest.fixture
+async def three_replicas() -> AsyncIterator[list[int]]:
+    """Three /metrics endpoints exporting what three replicas would, a leading."""
+    servers = []
+    for leader in (1, 0, 0):
+        text = _REPLICA_METRICS.format(leader=leader)
+
+        async def metrics(request: web.Request, text: str = text) -> web.Response:
+            return web.Response(text=text, content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+    yield [int(s.port or 0) for s in servers]
+    for server in servers:
+        await server.close()
+
+
+async def test_prometheus_with_the_servicemonitor_labels_alerts_once(
+    three_replicas: list[int], tmp_path: pathlib.Path
+) -> None:
+    """A real Prometheus scrapes three replicas with the target labels the Prometheus
+    Operator gives them (service among them), relabelled as the shipped ServiceMonitor says,
+    and evaluates the shipped rules: the domain label service survives, and each condition
+    is one alert (pending, as every shipped alert waits before it fires)."""
+    (endpoint,) = load_yaml(SERVICE_MONITOR)["spec"]["endpoints"]
+    targets = [
+        {
+            "targets": [f"127.0.0.1:{port}"],
+            "labels": {
+                "namespace": "monitoring",
+                "service": "monitoring-exporter",  # the Kubernetes Service's name
+                "pod": f"monitoring-exporter-{name}",
+                "container": "exporter",
+                "endpoint": endpoint["port"],
+            },
+        }
+        for name, port in zip("abc", three_replicas, strict=True)
+    ]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in RULE_FILES],
+        "scrape_configs": [
+            {
+                "job_name": "monitoring-exporter",
+                "metrics_path": endpoint["path"],
+                "honor_labels": endpoint.get("honorLabels", False),
+                "static_configs": targets,
+                "relabel_configs": [
+                    _prometheus_relabeling(r) for r in endpoint.get("relabelings", [])
+                ],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        str(PROMETHEUS),
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def query(expr: str) -> list[dict[str, Any]]:
+                url = f"http://127.0.0.1:{port}/api/v1/query"
+                try:
+                    async with session.get(url, params={"query": expr}) as resp:
+                        if resp.status != 200:
+                            return []
+                        result: list[dict[str, Any]] = (await resp.json())["data"]["result"]
+                        return result
+                except aiohttp.ClientError:
+                    return []
+
+            def alerts(found: list[dict[str, Any]]) -> list[dict[str, str]]:
+                return sorted((r["metric"] for r in found), key=lambda m: sorted(m.items()))
+
+            async def evaluated() -> bool:
+                up = await query("monitoring_service_up")
+                host = await query('ALERTS{alertname="ServiceHealthWarning"}')
+                return len(up) == 3 and len(host) == 2
+
+            await eventually(evaluated, timeout=60, interval=0.5)
+            # three copies, each with the monitored service's name; the Service's is dropped
+            copies = await query("monitoring_service_up")
+            assert {r["metric"]["pod"] for r in copies} == {
+                "monitoring-exporter-a",
+                "monitoring-exporter-b",
+                "monitoring-exporter-c",
+            }
+            assert {r["metric"]["service"] for r in copies} == {"dashboard_api"}
+            assert await query("{exported_service!=''}") == []
+            assert await query('monitoring_leader{service!=""}') == []
+
+            common = {
+                "alertstate": "pending",
+                "job": "monitoring-exporter",
+                "namespace": "monitoring",
+                "container": "exporter",
+                "endpoint": "http-metrics",
+            }
+            down = alerts(await query('ALERTS{alertname="MonitoredServiceDown"}'))
+            assert down == [
+                {
+                    **common,
+                    "__name__": "ALERTS",
+                    "alertname": "MonitoredServiceDown",
+                    "severity": "critical",
+                    "alert_type": "system_error",
+                    "service": "dashboard_api",
+                }
+            ]
+            critical = alerts(await query('ALERTS{alertname="ServiceHealthCritical"}'))
+            assert [(a["service"], a["metric_type"]) for a in critical] == [("data_sync", "uptime")]
+            host = alerts(await query('ALERTS{alertname="ServiceHealthWarning"}'))
+            assert [(a["service"], a.get("replica")) for a in host] == [
+                ("host", "exporter-a"),
+                ("host", "exporter-c"),
+            ]
+            assert not any({"instance", "pod"} & set(a) for a in down + critical + host)
+            assert await query('ALERTS{alertname=~"MonitoringExporter.*Leader.*"}') == []
+    finally:
+        proc.terminate()
+        await proc.wait()
