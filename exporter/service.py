@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from aiohttp import web
 from exporter.config import Config
 from exporter.storage.embedded import EmbeddedPostgres
 from exporter.web.app import create_app
-from exporter.web.keys import LIFECYCLE
+from exporter.web.keys import DATABASE, LIFECYCLE
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ def settle_heap() -> None:
 
 
 async def serve(config: Config, dsn: str, listen_address: str) -> int:
-    """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0."""
+    """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0.
+
+    Exit 1 when the database is newer than this code.
+    """
     app = create_app(config, dsn=dsn)
     runner = web.AppRunner(
         app,
@@ -88,12 +92,13 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
         },
     )
 
+    db = app[DATABASE]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await first_of(stop, db.refused)
     finally:
         log.info("shutting down")
         app[LIFECYCLE].draining = True
@@ -101,4 +106,18 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
         # closes WebSockets in on_shutdown, then runs the cleanup_ctx lifetimes in reverse
         await runner.cleanup()
         log.info("stopped")
+    if db.refusal is not None:
+        print(f"monitoring-exporter: {db.refusal}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
