@@ -1,5 +1,5 @@
-"""The connection pool: connects with backoff, checks or applies migrations, and maps outages
-to StorageUnavailable."""
+"""The connection pool: connects with backoff, checks or applies migrations, maps outages to
+StorageUnavailable, and gives up on stuck statements at the drain deadline."""
 
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ class Database:
         self.refusal: str | None = None
         self.refused = asyncio.Event()
         self._ready = asyncio.Event()
+        self._closing = False
+        self._deadline: asyncio.TimerHandle | None = None
 
     async def connect_forever(self, *, max_backoff: float = 10.0) -> None:
         """Create the pool and bring the schema up to date, retrying with capped backoff."""
@@ -151,14 +153,42 @@ class Database:
         """Whether the pool exists and migrations are applied."""
         return self._ready.is_set()
 
-    async def close(self) -> None:
-        """Close the pool, letting queries in flight finish."""
+    def drain_by(self, deadline: float) -> None:
+        """Give what is in flight until ``deadline`` (event loop time), then terminate the pool.
+
+        Statements still running then (say, waiting on a lock) fail as outages, so the
+        requests waiting on them are answered 503 instead of holding the shutdown up.
+        """
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_at(deadline, self.terminate)
+
+    def terminate(self) -> None:
+        """Close every connection at once, in use or not."""
+        self._closing = True
         if self.pool is not None:
             pool, self.pool = self.pool, None
+            busy = pool.get_size() - pool.get_idle_size()
+            pool.terminate()
+            if busy:
+                log.warning(
+                    "drain deadline reached: terminated connections still in use",
+                    extra={"connections": busy},
+                )
+
+    async def close(self) -> None:
+        """Close the pool, letting queries in flight finish until the drain deadline."""
+        self._closing = True
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            timeout = 10.0
+            if self._deadline is not None:
+                timeout = max(0.0, self._deadline.when() - asyncio.get_running_loop().time())
             try:
-                await asyncio.wait_for(pool.close(), timeout=10)
+                await asyncio.wait_for(pool.close(), timeout=timeout)
             except TimeoutError:
                 pool.terminate()
+        if self._deadline is not None:
+            self._deadline.cancel()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -171,6 +201,8 @@ class Database:
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
         if self.pool is None:
+            if self._closing:
+                raise StorageUnavailable("the service is shutting down", retry_after=1)
             raise StorageUnavailable("database is not connected yet")
         try:
             async with self.pool.acquire(timeout=self.config.acquire_timeout.seconds) as conn:
