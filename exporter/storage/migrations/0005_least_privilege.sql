@@ -177,6 +177,26 @@ REVOKE ALL ON FUNCTION __SCHEMA__.retention_cutoff(text, timestamptz),
     __SCHEMA__.enable_row_security(text, boolean) FROM PUBLIC;
 
 -- ---------------------------------------------------------------- row level security
+-- Migrations 1 and 4 gave the owner's policies to whoever ran them. Point each at its table's
+-- owner: the same role, unless the schema was handed to a dedicated owner since (REASSIGN
+-- OWNED, README "Storage"), whose retention would otherwise see no rows under forced RLS.
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN
+        SELECT c.relname, pg_get_userbyid(c.relowner) AS owner
+        FROM pg_policy AS p
+        JOIN pg_class AS c ON c.oid = p.polrelid
+        JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE n.nspname = '__SCHEMA_NAME__' AND p.polname = 'owner_all'
+    LOOP
+        EXECUTE format('ALTER POLICY owner_all ON %I.%I TO %I',
+                       '__SCHEMA_NAME__', t.relname, t.owner);
+    END LOOP;
+END
+$$;
+
 SELECT __SCHEMA__.enable_row_security('schema_migrations', false);
 SELECT __SCHEMA__.enable_row_security('retention_policy', false);
 SELECT __SCHEMA__.enable_row_security(c.relname, true)
