@@ -19,8 +19,9 @@ WHERE i.inhparent = 'monitoring.system_performance_logs'::regclass ORDER BY 1
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url, parse_config({}).database)
+async def database(writer_url: str) -> AsyncIterator[Database]:
+    """Retention as the service runs it: as the writer-only login."""
+    db = Database(writer_url, parse_config({}).database)
     await db.connect_forever()
     yield db
     await db.close()
