@@ -26,7 +26,6 @@ _LOCK_KEY = 0x6D6F6E69746F72
 # inheriting it, a superuser), or, before the schema exists, one that may create it.
 _INSPECT = """
 SELECT current_user AS login,
-       n.nspname IS NOT NULL AS exists,
        pg_get_userbyid(n.nspowner) AS owner,
        CASE WHEN n.oid IS NULL THEN has_database_privilege(current_database(), 'CREATE')
             ELSE pg_has_role(n.nspowner, 'USAGE') END AS may_migrate,
