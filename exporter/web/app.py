@@ -109,7 +109,7 @@ def create_app(config: Config, *, dsn: str) -> web.Application:
     app[CONFIG] = config
     app[API] = Api()
     app[LIFECYCLE] = Lifecycle()
-    app[DATABASE] = Database(dsn, config.database)
+    app[DATABASE] = Database(dsn, config.database, config.retention)
     app[LISTENER] = Listener(dsn, connect_timeout=config.database.connect_timeout.seconds)
     exposition = app[EXPOSITION] = Exposition()
     self_metrics = app[SELF_METRICS] = SelfMetrics()
