@@ -56,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     check_p = commands.add_parser("check-config", help="validate a configuration file")
     check_p.add_argument("file")
 
-    migrate_p = commands.add_parser("migrate", help="apply pending schema migrations and exit")
+    migrate_p = commands.add_parser(
+        "migrate",
+        help="apply pending schema migrations, store the retention policy and exit"
+        " (as the schema's owner)",
+    )
     database_flags(migrate_p)
     return parser
 
@@ -111,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return with_database(
             dsn,
             data_dir,
-            lambda url: run_main(migrate_url(url, schema, connect_timeout=timeout)),
+            lambda url: run_main(
+                migrate_url(url, schema, config.retention, connect_timeout=timeout)
+            ),
         )
 
     listen = (

@@ -1,13 +1,16 @@
-"""Fixtures: a real PostgreSQL, one fresh database per test, and app/client factories."""
+"""Fixtures: a real PostgreSQL, one fresh database per test, a writer-only login, and
+app/client factories."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -62,12 +65,52 @@ def template_db(admin_url: str) -> Iterator[str]:
     asyncio.run(drop_database(admin_url, url))
 
 
+@pytest.fixture(scope="session")
+def writer_login(admin_url: str, template_db: str) -> Iterator[str]:
+    """A login granted only monitoring_writer, the way the service runs in production.
+
+    The role monitoring_writer comes from the template's migrations, which the superuser ran
+    (and so owns the schema: the service never migrates as this login).
+    """
+    name = f"mexp_writer_{uuid.uuid4().hex[:12]}"
+
+    async def run(*statements: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(
+        run(
+            f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS',
+            f'GRANT monitoring_writer TO "{name}"',
+        )
+    )
+    yield name
+    asyncio.run(run(f'DROP ROLE IF EXISTS "{name}"'))
+
+
+def as_login(url: str, login: str) -> str:
+    """The same database URL, logged in as ``login`` (no password: the test server trusts)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
+
+
 @pytest.fixture
 async def database_url(admin_url: str, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this test only."""
     url = await create_database(admin_url, template=template_db)
     yield url
     await drop_database(admin_url, url)
+
+
+@pytest.fixture
+def writer_url(database_url: str, writer_login: str) -> str:
+    """This test's database as the service sees it: logged in as the writer-only login."""
+    return as_login(database_url, writer_login)
 
 
 @pytest.fixture
@@ -103,8 +146,11 @@ async def eventually(
 
 
 @pytest.fixture
-async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
-    """Start the real app on a real port; by default wait until /readyz says 200."""
+async def make_client(writer_url: str) -> AsyncIterator[MakeClient]:
+    """Start the real app on a real port; by default wait until /readyz says 200.
+
+    The app logs in as the writer-only login unless a test passes its own ``dsn``.
+    """
     clients: list[TestClient[Any, Any]] = []
 
     async def make(
@@ -114,7 +160,7 @@ async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
         wait_ready: bool = True,
     ) -> TestClient[Any, Any]:
         cfg = config if isinstance(config, Config) else make_config(config)
-        app = create_app(cfg, dsn=dsn or database_url)
+        app = create_app(cfg, dsn=dsn or writer_url)
         client: TestClient[Any, Any] = TestClient(TestServer(app))
         await client.start_server()
         app[LIFECYCLE].serving.set()

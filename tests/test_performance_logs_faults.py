@@ -130,13 +130,16 @@ async def test_database_restart_during_sustained_ingest(
 
 
 async def test_sigterm_during_sustained_ingest(
-    database_url: str, write_config: Callable[[dict[str, Any]], Path], tmp_path: Path
+    database_url: str,
+    writer_url: str,
+    write_config: Callable[[dict[str, Any]], Path],
+    tmp_path: Path,
 ) -> None:
     config = write_config(
         {"auth": {"disabled": True}, "performance_logs": {"batch_max_delay": "50ms"}}
     )
     service = ServiceProcess(
-        ["--config", str(config), "--database-url", database_url], tmp_path / "service.log"
+        ["--config", str(config), "--database-url", writer_url], tmp_path / "service.log"
     )
     try:
         await service.wait_ready()

@@ -20,9 +20,9 @@ async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
     await p.close()
 
 
-def through(proxy: TcpProxy, database_url: str) -> str:
-    parts = urlsplit(database_url)
-    return parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}").geturl()
+def through(proxy: TcpProxy, url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
 
 
 async def test_ready_when_everything_is_up(make_client: MakeClient) -> None:
@@ -46,9 +46,9 @@ async def test_ready_when_everything_is_up(make_client: MakeClient) -> None:
 
 
 async def test_database_down_at_start_then_ready_once_it_appears(
-    make_client: MakeClient, proxy: TcpProxy, database_url: str
+    make_client: MakeClient, proxy: TcpProxy, writer_url: str
 ) -> None:
-    client = await make_client(dsn=through(proxy, database_url), wait_ready=False)
+    client = await make_client(dsn=through(proxy, writer_url), wait_ready=False)
     assert (await client.get("/livez")).status == 200
     resp = await client.get("/readyz")
     assert resp.status == 503
@@ -68,10 +68,10 @@ async def test_database_down_at_start_then_ready_once_it_appears(
 
 
 async def test_database_lost_while_running_turns_readiness_503(
-    make_client: MakeClient, proxy: TcpProxy, database_url: str
+    make_client: MakeClient, proxy: TcpProxy, writer_url: str
 ) -> None:
     proxy.enable()
-    client = await make_client(dsn=through(proxy, database_url))
+    client = await make_client(dsn=through(proxy, writer_url))
     await proxy.cut()
 
     async def not_ready() -> bool:

@@ -17,7 +17,8 @@ async def test_demo_checks_find_the_planted_defects(
     make_client: MakeClient, database_url: str
 ) -> None:
     base = msgspec.structs.replace(make_config({"auth": {"disabled": True}}), demo=True)
-    client = await make_client(with_demo_checks(base, database_url))
+    # the demo creates and fills its own demo_sources schema: not a writer-only login's job
+    client = await make_client(with_demo_checks(base, database_url), dsn=database_url)
 
     async def metrics() -> Samples:
         return samples_by_name(await (await client.get("/metrics")).text())

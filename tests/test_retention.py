@@ -21,8 +21,9 @@ WHERE i.inhparent = 'monitoring.system_performance_logs'::regclass ORDER BY 1
 
 
 @pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url, parse_config({}).database)
+async def database(writer_url: str) -> AsyncIterator[Database]:
+    """Retention as the service runs it: as the writer-only login."""
+    db = Database(writer_url, parse_config({}).database)
     await db.connect_forever()
     yield db
     await db.close()
@@ -42,8 +43,11 @@ async def test_a_pass_creates_partitions_ahead_and_drops_expired_ones(
 ) -> None:
     now = datetime.now(UTC)
     old = now - timedelta(days=20)
+    # older than the 14 days of the stored policy: ensure_performance_log_partitions would not
+    # create it, so it is created here by hand
     await db.execute(
-        "SELECT monitoring.ensure_performance_log_partitions($1, $2)", old.date(), old.date()
+        f"CREATE TABLE monitoring.{part(old)} PARTITION OF monitoring.system_performance_logs"
+        f" FOR VALUES FROM ('{old:%Y-%m-%d}+00') TO ('{old + timedelta(days=1):%Y-%m-%d}+00')"
     )
     await db.execute(
         "INSERT INTO monitoring.system_performance_logs (operation_type, duration_ms, status,"
@@ -77,9 +81,9 @@ async def test_a_pass_deletes_expired_rows_of_the_other_tables(
     )
     await db.execute(
         "INSERT INTO monitoring.system_alerts (fingerprint, alert_type, severity, status, title,"
-        " source, starts_at, resolved_at) VALUES"
-        " ('f1', 'security', 'low', 'resolved', 't', 'api', $1, $1),"
-        " ('f2', 'security', 'low', 'active', 't', 'api', $1, NULL)",
+        " source, starts_at, resolved_at, updated_at) VALUES"
+        " ('f1', 'security', 'low', 'resolved', 't', 'api', $1, $1, $1),"
+        " ('f2', 'security', 'low', 'active', 't', 'api', $1, NULL, $1)",
         now - timedelta(days=400),
     )
     done = await run(database, parse_config({}).retention, now)

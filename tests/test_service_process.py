@@ -47,9 +47,9 @@ async def test_serve_with_embedded_postgres_then_stop_gracefully(tmp_path: Path)
 
 
 async def test_serve_against_a_given_url_and_sigterm_exits_zero(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, writer_url: str
 ) -> None:
-    service = ServiceProcess(["--database-url", database_url], tmp_path / "service.log")
+    service = ServiceProcess(["--database-url", writer_url], tmp_path / "service.log")
     try:
         await service.wait_ready()
         code, seconds = service.terminate()
@@ -61,7 +61,7 @@ async def test_serve_against_a_given_url_and_sigterm_exits_zero(
         service.close()
 
 
-async def test_environment_beats_the_config_file(tmp_path: Path, database_url: str) -> None:
+async def test_environment_beats_the_config_file(tmp_path: Path, writer_url: str) -> None:
     port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(f"web: {{listen_address: '127.0.0.1:{free_port()}'}}\n")
@@ -69,7 +69,7 @@ async def test_environment_beats_the_config_file(tmp_path: Path, database_url: s
         [],
         tmp_path / "service.log",
         env={
-            "MONITORING_DATABASE_URL": database_url,
+            "MONITORING_DATABASE_URL": writer_url,
             "MONITORING_CONFIG": str(config),
             "MONITORING_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         },
@@ -141,8 +141,8 @@ def test_check_config_console_script_exit_codes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("accept", ["application/openmetrics-text; version=1.0.0", "text/plain"])
-async def test_metrics_formats(tmp_path: Path, database_url: str, accept: str) -> None:
-    service = ServiceProcess(["--database-url", database_url], tmp_path / "service.log")
+async def test_metrics_formats(tmp_path: Path, writer_url: str, accept: str) -> None:
+    service = ServiceProcess(["--database-url", writer_url], tmp_path / "service.log")
     try:
         await service.wait_ready()
         async with aiohttp.ClientSession(auto_decompress=False) as session:

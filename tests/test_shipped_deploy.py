@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
@@ -173,7 +174,6 @@ def test_compose_exporter() -> None:
     assert exporter["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert exporter["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "/readyz" in " ".join(exporter["healthcheck"]["test"])
-    assert "MONITORING_DATABASE_URL" in " ".join(exporter["entrypoint"])
     config_path = exporter["environment"]["MONITORING_CONFIG"]
     assert mounts(exporter)[config_path] == "./deploy/compose/exporter.yaml"
     assert exporter["command"] == ["serve"]
@@ -195,17 +195,61 @@ def test_compose_migrates_before_granting_grafana_read_access() -> None:
     assert secret_files(grafana)[path] == secret_files(grants)[path]
 
 
-def test_compose_entrypoint_builds_the_database_url() -> None:
-    exporter = compose()["services"]["exporter"]
-    shell, flag, script, _argv0 = exporter["entrypoint"]
+def database_login(service: dict[str, Any]) -> tuple[str, str]:
+    """(login, password secret path) of the database URL a compose service's entrypoint builds."""
+    shell, flag, script, _argv0 = service["entrypoint"]
     assert (shell, flag) == ("/bin/sh", "-c")
     # $$ is docker compose's escape for a literal $
     script = script.replace("$$", "$")
     assert 'exec monitoring-exporter "$@"' in script
-    assert "/run/secrets/exporter_db_password" in script
-    assert "/run/secrets/exporter_db_password" in secret_files(exporter)
-    password = (REPO / "deploy/compose/secrets/exporter_db_password.txt").read_text()
+    (match,) = re.findall(
+        r'MONITORING_DATABASE_URL="postgresql://(\w+):\$\(cat (/run/secrets/\w+)\)@postgres:5432/'
+        r'monitoring"',
+        script,
+    )
+    login, secret = match
+    assert secret in secret_files(service)
+    password = secret_files(service)[secret].read_text()
     assert re.fullmatch(r"[A-Za-z0-9]+", password), "the password is put into a URL unescaped"
+    return login, secret
+
+
+def init_sql() -> str:
+    """The SQL the postgres container's init script runs on a fresh volume."""
+    (script,) = (COMPOSE_DIR / "postgres" / "initdb").glob("*.sh")
+    text = script.read_text()
+    return text[text.index("<<'SQL'") : text.rindex("SQL")]
+
+
+def test_compose_runs_the_service_as_the_writer_and_migrate_as_the_owner() -> None:
+    services = compose()["services"]
+    exporter, migrate = services["exporter"], services["migrate"]
+    service_login, service_secret = database_login(exporter)
+    owner_login, owner_secret = database_login(migrate)
+    assert (service_login, service_secret) == ("exporter", "/run/secrets/exporter_db_password")
+    assert owner_login == "monitoring_owner"
+    assert owner_secret != service_secret
+    # the owner's password never reaches the service
+    assert owner_secret not in secret_files(exporter)
+    # the init script makes the owner able to migrate and the service a writer, nothing more
+    sql = init_sql()
+    assert "CREATE ROLE monitoring_writer NOLOGIN;" in sql
+    assert re.search(r"CREATE ROLE monitoring_owner LOGIN CREATEROLE PASSWORD", sql)
+    assert 'GRANT CREATE, CONNECT ON DATABASE :"dbname" TO monitoring_owner;' in sql
+    (service_role,) = re.findall(r"CREATE ROLE exporter ([^;]*);", sql)
+    assert "NOSUPERUSER NOCREATEDB NOCREATEROLE" in service_role
+    assert re.findall(r"GRANT (\w+) TO exporter;", sql) == ["monitoring_writer"]
+    assert "TO exporter" not in sql.replace("GRANT monitoring_writer TO exporter", "")
+    postgres_secrets = secret_files(services["postgres"])
+    for secret in (service_secret, owner_secret):
+        assert secret in postgres_secrets
+        assert (
+            f"cat {secret})"
+            in (COMPOSE_DIR / "postgres" / "initdb" / "10-exporter-logins.sh").read_text()
+        )
+    # migrate stores the service's retention policy: the same config file
+    assert mounts(migrate) == mounts(exporter)
+    assert migrate["environment"] == exporter["environment"]
 
 
 def test_secret_placeholders_are_marked() -> None:
@@ -277,9 +321,14 @@ def k8s_docs() -> dict[str, list[dict[str, Any]]]:
     return docs
 
 
-def k8s_kind(kind: str) -> dict[str, Any]:
-    """The single object of this kind."""
-    (obj,) = [d for docs in k8s_docs().values() for d in docs if d.get("kind") == kind]
+def k8s_kind(kind: str, name: str | None = None) -> dict[str, Any]:
+    """The single object of this kind (and name)."""
+    (obj,) = [
+        d
+        for docs in k8s_docs().values()
+        for d in docs
+        if d.get("kind") == kind and name in (None, d["metadata"]["name"])
+    ]
     return obj
 
 
@@ -318,7 +367,8 @@ def test_kustomize_builds() -> None:
     result = run(kubectl, "kustomize", str(K8S))
     assert result.returncode == 0, result.stderr
     built = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert len(built) == len(load_yaml(K8S / "kustomization.yaml")["resources"])
+    resources = load_yaml(K8S / "kustomization.yaml")["resources"]
+    assert len(built) == sum(len(k8s_docs()[name]) for name in resources)
 
 
 def _container() -> dict[str, Any]:
@@ -367,7 +417,7 @@ def test_deployment_config_and_secrets() -> None:
     container = _container()
     pod = k8s_kind("Deployment")["spec"]["template"]["spec"]
     env = {e["name"]: e for e in container["env"]}
-    secret = k8s_kind("Secret")
+    secret = k8s_kind("Secret", "monitoring-exporter")
     keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
     for item in env.values():
         ref = item.get("valueFrom", {}).get("secretKeyRef")
@@ -389,6 +439,41 @@ def test_deployment_config_and_secrets() -> None:
         assert "token" not in token, "no inline secrets in a ConfigMap"
         if "token_env" in token:
             assert "secretKeyRef" in env[token["token_env"]]["valueFrom"]
+
+
+def test_kubernetes_migrates_as_the_owner_and_serves_as_the_writer() -> None:
+    pod = k8s_kind("Deployment")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (service,) = pod["containers"]
+    assert init["args"] == ["migrate"] and service["args"] == ["serve"]
+    assert init["image"] == service["image"]
+
+    def secret_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+        return {
+            e["name"]: (ref["name"], ref["key"])
+            for e in container["env"]
+            if (ref := e.get("valueFrom", {}).get("secretKeyRef"))
+        }
+
+    init_refs, service_refs = secret_refs(init), secret_refs(service)
+    owner = k8s_kind("Secret", "monitoring-exporter-migrate")
+    writer = k8s_kind("Secret", "monitoring-exporter")
+    assert init_refs["MONITORING_DATABASE_URL"] == ("monitoring-exporter-migrate", "database-url")
+    assert service_refs["MONITORING_DATABASE_URL"] == ("monitoring-exporter", "database-url")
+    # only the init container sees the owner's login
+    assert all(name != owner["metadata"]["name"] for name, _ in service_refs.values())
+    assert urlsplit(owner["stringData"]["database-url"]).username == "monitoring_owner"
+    assert urlsplit(writer["stringData"]["database-url"]).username == "exporter"
+    # the same config (so the stored retention policy is the service's), parsed whole: every
+    # other variable the service gets, the init container gets alike
+    env = {e["name"]: e for e in init["env"]}
+    for item in service["env"]:
+        if item["name"] != "MONITORING_DATABASE_URL":
+            assert env[item["name"]] == item
+    config_mounts = [m for m in service["volumeMounts"] if m["name"] == "config"]
+    assert config_mounts and all(m in init["volumeMounts"] for m in config_mounts)
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
 
 
 def test_servicemonitor_selects_the_service() -> None:

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
-from tests.test_shipped_rules import allowed_metric, metric_names, recorded_names
+from tests.test_shipped_rules import (
+    allowed_metric,
+    metric_names,
+    recorded_names,
+    replica_copies_kept,
+    replica_label_dropped,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GRAFANA = REPO / "grafana"
@@ -278,3 +284,48 @@ def test_units_fit_the_metrics() -> None:
                 assert _unit(panel) == "percentunit", panel["title"]
                 checked += 1
     assert checked >= 5
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_dashboards_merge_the_copies_of_each_replica(path: pathlib.Path) -> None:
+    # each replica exports every domain series: without merging, a line per pod (or a sum
+    # that counts each figure once per replica)
+    board = json.loads(path.read_text(encoding="utf-8"))
+    for panel, target in targets(board, "prometheus"):
+        problems = replica_copies_kept(str(target["expr"]))
+        assert problems == [], f"{path.name} / {panel['title']}: {problems}"
+
+
+def test_host_and_process_figures_have_a_line_per_replica() -> None:
+    (board,) = [d for d in dashboards().values() if d["uid"] == "monitoring-service-health"]
+    per_replica = {
+        "monitoring_health_metric_value",
+        "monitoring_health_status",
+        "service_metric_type:monitoring_health_metric_value:critical_threshold_ratio",
+        "service_metric_type:monitoring_health_metric_value:warning_threshold_ratio",
+    }
+    checked = 0
+    for panel, target in targets(board, "prometheus"):
+        expr = str(target["expr"])
+        if not per_replica & metric_names(expr):
+            continue
+        checked += 1
+        assert replica_label_dropped(expr, per_replica) == [], (panel["title"], expr)
+        if target.get("format") != "table":
+            assert "{{replica}}" in target["legendFormat"], panel["title"]
+    assert checked >= 5
+
+
+def test_overview_has_a_replicas_row() -> None:
+    (board,) = [d for d in dashboards().values() if d["uid"] == "monitoring-overview"]
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    (row,) = [r for r in rows if r["title"] == "Replicas"]
+    below = [
+        p
+        for p in board["panels"]
+        if p["type"] != "row"
+        and p["gridPos"]["y"] > row["gridPos"]["y"]
+        and not any(row["gridPos"]["y"] < r["gridPos"]["y"] <= p["gridPos"]["y"] for r in rows)
+    ]
+    names = set().union(*(metric_names(str(t["expr"])) for p in below for t in p["targets"]))
+    assert {"monitoring_leader", "monitoring_background_task_failures_total"} <= names

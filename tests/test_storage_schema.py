@@ -17,6 +17,8 @@ TABLES = [
     "monitoring_dashboard_config",
     "system_performance_logs",
     "system_alert_counts",
+    "schema_migrations",
+    "retention_policy",
 ]
 
 INSERT_CONFIG = (
@@ -83,9 +85,13 @@ async def test_writer_keeps_partitions_and_retention_through_definer_functions(
     async with db.transaction():
         await db.execute("SET LOCAL ROLE monitoring_writer")
         created = await db.fetchval(
-            "SELECT monitoring.ensure_performance_log_partitions(current_date + 30, current_date + 31)"
+            "SELECT monitoring.ensure_performance_log_partitions(current_date + 10, current_date + 11)"
         )
         assert created == 2
+        # beyond two weeks ahead is out of the writer's reach (test_least_privilege.py)
+        assert not await db.fetchval(
+            "SELECT monitoring.ensure_performance_log_partitions(current_date + 30, current_date + 31)"
+        )
         await db.execute(
             "INSERT INTO monitoring.system_health_metrics"
             " (service_name, metric_type, value, status, recorded_at)"
@@ -95,10 +101,14 @@ async def test_writer_keeps_partitions_and_retention_through_definer_functions(
             "SELECT * FROM monitoring.apply_retention(now() - interval '30 days', now(), now())"
         )
         assert {r["table_name"]: r["deleted"] for r in deleted}["system_health_metrics"] == 1
-        dropped = await db.fetchval(
-            "SELECT monitoring.drop_performance_log_partitions(current_date + 31)"
+        await db.execute(
+            "SELECT monitoring.ensure_performance_log_partitions(current_date - 15, current_date)"
         )
-    assert dropped >= 1
+        dropped = await db.fetchval(
+            "SELECT monitoring.drop_performance_log_partitions(current_date - 13)"
+        )
+    # only current_date - 15 is wholly older than the 14 days the policy keeps
+    assert dropped == 1
 
 
 async def test_inserts_notify_with_ids_not_rows(db: asyncpg.Connection, database_url: str) -> None:

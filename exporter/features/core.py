@@ -98,7 +98,7 @@ def setup(app: web.Application, config: Config, dsn: str, replica: str) -> None:
     """Install the shared state and its lifetimes on a new app."""
     database = config.database
     direct = database.direct_url or dsn
-    db = app[DATABASE] = Database(dsn, database, direct_dsn=direct)
+    db = app[DATABASE] = Database(dsn, database, config.retention, direct_dsn=direct)
     listener = app[LISTENER] = Listener(direct, connect_timeout=database.connect_timeout.seconds)
     supervisor = app[SUPERVISOR] = Supervisor()
     app[CONFIG] = config

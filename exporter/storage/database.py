@@ -1,4 +1,5 @@
-"""The connection pool: connects with backoff, migrates, and maps outages to StorageUnavailable."""
+"""The connection pool: connects with backoff, checks or applies migrations, maps outages to
+StorageUnavailable, and gives up on stuck statements at the drain deadline."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 
 import asyncpg
 
+from exporter.config.performance_logs import Retention
 from exporter.config.schema import Database as DatabaseConfig
 from exporter.storage.errors import StorageUnavailable
-from exporter.storage.migrate import migrate
+from exporter.storage.migrate import MigrationsPending, SchemaTooNew, inspect, migrate
 
 log = logging.getLogger(__name__)
 
@@ -50,58 +52,101 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is 
 
 
 class Database:
-    """The service's own PostgreSQL: one pool, connected and migrated in the background."""
+    """The service's own PostgreSQL: one pool, connected and migrated in the background.
 
-    def __init__(self, dsn: str, config: DatabaseConfig, *, direct_dsn: str | None = None) -> None:
+    A login that owns the schema migrates it; any other login (the service's writer-only
+    login) waits, not ready, until the owner has run ``monitoring-exporter migrate``. A
+    database migrated by a newer release is refused for good (``refused``).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        config: DatabaseConfig,
+        retention: Retention | None = None,
+        *,
+        direct_dsn: str | None = None,
+    ) -> None:
         self.dsn = dsn
         #: for sessions a transaction pooler would break: LISTEN, leases, migrations
         self.direct_dsn = direct_dsn or dsn
         self.config = config
         self.schema = config.schema
         self._sql: dict[str, str] = {}
+        self.retention = retention
         self.pool: asyncpg.Pool | None = None
         self.migrated = False
         self.last_error: str | None = None
+        #: why the schema is not usable yet (migrations pending), for /readyz
+        self.migrations_error: str | None = None
+        #: why this code will not run against the database (set once, with ``refused``)
+        self.refusal: str | None = None
+        self.refused = asyncio.Event()
         self._ready = asyncio.Event()
+        self._closing = False
+        self._deadline: asyncio.TimerHandle | None = None
 
     async def connect_forever(self, *, max_backoff: float = 10.0) -> None:
-        """Create the pool and migrate, retrying with capped exponential backoff."""
+        """Create the pool and bring the schema up to date, retrying with capped backoff."""
         backoff = 0.25
         while True:
             try:
                 await self._connect_once()
+            except SchemaTooNew as exc:
+                self.refusal = self.migrations_error = str(exc)
+                log.error("refusing to run against this database", extra={"error": str(exc)})
+                self.refused.set()
+                return
+            except MigrationsPending as exc:
+                self.last_error = None
+                if self.migrations_error != str(exc):
+                    log.warning("waiting for migrations", extra={"error": str(exc)})
+                self.migrations_error = str(exc)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "database not available, retrying",
                     extra={"error": self.last_error, "retry_in_seconds": backoff},
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, max_backoff)
             else:
-                self.last_error = None
+                self.last_error = self.migrations_error = None
+                self.migrated = True
                 self._ready.set()
                 log.info("database connected and migrated", extra={"schema": self.schema})
                 return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
 
     async def _connect_once(self) -> None:
+        """Check (and as the owner, apply) migrations, then open the pool.
+
+        The pool is opened even while migrations are pending, so /readyz can tell a missing
+        schema from a missing database; ``connection()`` refuses until they are applied.
+        Migrations use the direct URL: a transaction pooler would split them.
+        """
         conn = await asyncpg.connect(self.direct_dsn, timeout=self.config.connect_timeout.seconds)
         try:
-            await migrate(conn, self.schema)
+            state = await inspect(conn, self.schema)
+            if state.newer:
+                raise state.too_new()
+            if state.may_migrate:
+                await migrate(conn, self.schema, self.retention)
         finally:
             await conn.close()
-        self.migrated = True
-        self.pool = await asyncpg.create_pool(
-            self.dsn,
-            min_size=self.config.min_connections,
-            max_size=self.config.max_connections,
-            timeout=self.config.connect_timeout.seconds,
-            command_timeout=self.config.command_timeout.seconds,
-            server_settings={"application_name": "monitoring-exporter", "TimeZone": "UTC"},
-            init=self._init_connection,
-            connection_class=PooledConnection,
-            statement_cache_size=100 if self.config.statement_cache else 0,
-        )
+        if self.pool is None:
+            self.pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.config.min_connections,
+                max_size=self.config.max_connections,
+                timeout=self.config.connect_timeout.seconds,
+                command_timeout=self.config.command_timeout.seconds,
+                server_settings={"application_name": "monitoring-exporter", "TimeZone": "UTC"},
+                init=self._init_connection,
+                connection_class=PooledConnection,
+                statement_cache_size=100 if self.config.statement_cache else 0,
+            )
+        if not state.may_migrate and state.pending:
+            raise state.blocked()
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         # jsonb as plain text both ways: the web layer encodes/decodes with msgspec
@@ -129,19 +174,56 @@ class Database:
         """Whether the pool exists and migrations are applied."""
         return self._ready.is_set()
 
-    async def close(self) -> None:
-        """Close the pool, letting queries in flight finish."""
+    def drain_by(self, deadline: float) -> None:
+        """Give what is in flight until ``deadline`` (event loop time), then terminate the pool.
+
+        Statements still running then (say, waiting on a lock) fail as outages, so the
+        requests waiting on them are answered 503 instead of holding the shutdown up.
+        """
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_at(deadline, self.terminate)
+
+    def terminate(self) -> None:
+        """Close every connection at once, in use or not."""
+        self._closing = True
         if self.pool is not None:
             pool, self.pool = self.pool, None
+            busy = pool.get_size() - pool.get_idle_size()
+            pool.terminate()
+            if busy:
+                log.warning(
+                    "drain deadline reached: terminated connections still in use",
+                    extra={"connections": busy},
+                )
+
+    async def close(self) -> None:
+        """Close the pool, letting queries in flight finish until the drain deadline."""
+        self._closing = True
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            timeout = 10.0
+            if self._deadline is not None:
+                timeout = max(0.0, self._deadline.when() - asyncio.get_running_loop().time())
             try:
-                await asyncio.wait_for(pool.close(), timeout=10)
+                await asyncio.wait_for(pool.close(), timeout=timeout)
             except TimeoutError:
                 pool.terminate()
+        if self._deadline is not None:
+            self._deadline.cancel()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; outages surface as StorageUnavailable."""
+        if not self.migrated:
+            raise StorageUnavailable("database is not connected and migrated yet")
+        async with self._acquire() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
         if self.pool is None:
+            if self._closing:
+                raise StorageUnavailable("the service is shutting down", retry_after=1)
             raise StorageUnavailable("database is not connected yet")
         try:
             async with self.pool.acquire(timeout=self.config.acquire_timeout.seconds) as conn:
@@ -169,7 +251,7 @@ class Database:
 
     async def ping(self, deadline: float = 2.0) -> None:
         """Run ``SELECT 1``; raise StorageUnavailable if the database does not answer."""
-        async with self.connection() as conn:
+        async with self._acquire() as conn:
             try:
                 await conn.fetchval("SELECT 1", timeout=deadline)
             except Exception as exc:

@@ -58,6 +58,8 @@ async def _checks(app: web.Application) -> dict[str, dict[str, Any]]:
     except StorageUnavailable as exc:
         checks["database"] = {"ok": False, "error": db.last_error or str(exc)}
     checks["migrations"] = {"ok": db.migrated}
+    if db.migrations_error:
+        checks["migrations"]["error"] = db.migrations_error
     checks["listener"] = (
         await _listener(app) if checks["database"]["ok"] else {"ok": app[LISTENER].connected}
     )

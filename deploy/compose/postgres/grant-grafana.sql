@@ -1,5 +1,5 @@
--- Runs after `monitoring-exporter migrate` (the compose service "db-grants"), because the
--- group role monitoring_reader is created by the exporter's migrations.
+-- Runs after `monitoring-exporter migrate` (the compose service "db-grants"), once the
+-- migrations have granted the group role monitoring_reader its read access.
 -- Creates (or updates) Grafana's login and grants it read-only access to schema monitoring.
 -- psql variable: grafana_password.
 \set ON_ERROR_STOP on
