@@ -119,7 +119,8 @@ class Database:
         if self.pool is not None:
             pool, self.pool = self.pool, None
             try:
-                await asyncio.wait_for(pool.close(), timeout=10)
+                async with asyncio.timeout(10):
+                    await pool.close()
             except TimeoutError:
                 pool.terminate()
 

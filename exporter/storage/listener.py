@@ -54,9 +54,12 @@ class Listener:
                 self.connected = True
                 backoff = 0.25
                 while not self._lost.is_set():
-                    # a cheap query now and then notices a dead TCP peer
+                    # a cheap query now and then notices a dead TCP peer; asyncio.timeout,
+                    # because 3.11's wait_for swallows a cancellation that arrives as the
+                    # event is set, and this loop would then outlive its task's cancel
                     try:
-                        await asyncio.wait_for(self._lost.wait(), timeout=15)
+                        async with asyncio.timeout(15):
+                            await self._lost.wait()
                     except TimeoutError:
                         await conn.fetchval("SELECT 1", timeout=5)
             except asyncio.CancelledError:
