@@ -22,7 +22,9 @@ from tests.support.postgres import (
     EmbeddedServer,
     admin_url_from_env,
     create_database,
+    database_name,
     drop_database,
+    embedded_forced,
     server_reachable,
     with_database,
 )
@@ -34,9 +36,10 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 @pytest.fixture(scope="session")
 def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A superuser URL of a real PostgreSQL: the machine's, or an embedded one if none runs."""
+    """A superuser URL of a real PostgreSQL: the machine's, or an embedded one if none runs
+    (or if MONITORING_TEST_EMBEDDED=1)."""
     url = admin_url_from_env()
-    if asyncio.run(server_reachable(url)):
+    if not embedded_forced() and asyncio.run(server_reachable(url)):
         yield url
         return
     server = EmbeddedServer(tmp_path_factory.mktemp("pg"))
@@ -58,7 +61,7 @@ def template_db(admin_url: str) -> Iterator[str]:
         return url
 
     url = asyncio.run(build())
-    yield url.rsplit("/", 1)[1]
+    yield database_name(url)
     asyncio.run(drop_database(admin_url, url))
 
 
