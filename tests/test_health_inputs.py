@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.parser import (
 from exporter.config import Config
 from exporter.demo import demo_config
 from tests.conftest import MakeClient, eventually
+from tests.support import peers
 
 
 async def test_host_and_process_figures(make_client: MakeClient, tmp_path: Path) -> None:
@@ -130,15 +131,16 @@ async def test_full_metrics_output_is_valid_in_both_formats(make_client: MakeCli
     assert (await client.post("/api/v1/health-metrics", json=body)).status == 201
     resp = await client.get("/metrics")
     text = await resp.read()
+    found = peers.peer("promtool")
     promtool = await asyncio.create_subprocess_exec(
-        "/usr/bin/promtool",
-        "check",
-        "metrics",
+        *found.argv("check", "metrics"),
+        env=found.env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    output, _ = await asyncio.wait_for(promtool.communicate(text), timeout=30)
+    async with asyncio.timeout(30):
+        output, _ = await promtool.communicate(text)
     assert promtool.returncode == 0, output
     resp = await client.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}

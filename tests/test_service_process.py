@@ -12,16 +12,13 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.support import peers
 from tests.support.process import ServiceProcess, free_port
-
-PROMTOOL = "/usr/bin/promtool"
 
 
 def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
     """Run `promtool check metrics` over an exposition."""
-    return subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
+    return peers.run("promtool", "check", "metrics", input=text)
 
 
 async def test_serve_with_embedded_postgres_then_stop_gracefully(tmp_path: Path) -> None:
