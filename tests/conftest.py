@@ -24,6 +24,7 @@ from tests.support.postgres import (
     create_database,
     database_name,
     drop_database,
+    embedded_data_dir,
     embedded_forced,
     server_reachable,
     with_database,
@@ -42,9 +43,10 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not embedded_forced() and asyncio.run(server_reachable(url)):
         yield url
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("pg"))
-    yield with_database(server.start(), "postgres")
-    server.stop()
+    with embedded_data_dir(tmp_path_factory.mktemp("embedded")) as data_dir:
+        server = EmbeddedServer(data_dir)
+        yield with_database(server.start(), "postgres")
+        server.stop()
 
 
 @pytest.fixture(scope="session")

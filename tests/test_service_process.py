@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from tests.support import peers
+from tests.support.postgres import embedded_data_dir
 from tests.support.process import ServiceProcess, free_port
 
 
@@ -22,25 +23,26 @@ def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_serve_with_embedded_postgres_then_stop_gracefully(tmp_path: Path) -> None:
-    service = ServiceProcess(["--data-dir", str(tmp_path / "pgdata")], tmp_path / "service.log")
-    try:
-        await service.wait_ready(timeout=90)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{service.url}/metrics") as resp:
-                assert resp.status == 200
-                assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-                text = await resp.text()
-        assert "monitoring_db_up 1.0" in text
-        checked = promtool_check_metrics(text)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-        code, seconds = service.terminate()
-        assert code == 0
-        assert seconds < 20
-        log = service.log()
-        assert "started an embedded PostgreSQL" in log
-        assert "stopped the embedded PostgreSQL" in log
-    finally:
-        service.close()
+    with embedded_data_dir(tmp_path) as data_dir:
+        service = ServiceProcess(["--data-dir", str(data_dir)], tmp_path / "service.log")
+        try:
+            await service.wait_ready(timeout=90)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{service.url}/metrics") as resp:
+                    assert resp.status == 200
+                    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                    text = await resp.text()
+            assert "monitoring_db_up 1.0" in text
+            checked = promtool_check_metrics(text)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            code, seconds = service.terminate()
+            assert code == 0
+            assert seconds < 20
+            log = service.log()
+            assert "started an embedded PostgreSQL" in log
+            assert "stopped the embedded PostgreSQL" in log
+        finally:
+            service.close()
 
 
 async def test_serve_against_a_given_url_and_sigterm_exits_zero(

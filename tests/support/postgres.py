@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -53,6 +57,26 @@ async def server_reachable(url: str) -> bool:
         return False
     await conn.close()
     return True
+
+
+@contextlib.contextmanager
+def embedded_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data directory for an embedded PostgreSQL a test starts: ``tmp_path/pg``, but not as root.
+
+    As root, pgserver runs PostgreSQL as the system user ``pgserver``, which must traverse
+    every folder above its data; and every pytest session started as root resets
+    /tmp/pytest-of-root to 0700, so the server of any other session running then lost its
+    files (``PANIC: could not open file .../global/pg_control: Permission denied``). So as
+    root it is a fresh folder in the system's temp dir, removed afterwards.
+    """
+    if os.geteuid() != 0:
+        yield tmp_path / "pg"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="monitoring-exporter-test-pg-"))
+    try:
+        yield folder / "pg"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class EmbeddedServer:
