@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,9 +13,19 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.demo import demo_config
 from exporter.log import setup_logging
-from exporter.service import run_main, serve, with_database
-from exporter.storage.embedded import default_data_dir
+from exporter.service import (
+    Announcement,
+    ListenError,
+    check_listen_address,
+    run_main,
+    serve,
+    where,
+    with_database,
+)
+from exporter.storage.embedded import default_data_dir, runs_as
 from exporter.storage.migrate import migrate_url
+
+log = logging.getLogger("exporter")
 
 COMMANDS = ("serve", "check-config", "migrate")
 
@@ -42,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
             dest="log_level",
             default="info",
             choices=["debug", "info", "warning", "error"],
+        )
+        p.add_argument(
+            "--log.format",
+            dest="log_format",
+            choices=["json", "text"],
+            help="json lines, or text for people (default: text on a terminal, else json)",
         )
 
     serve_p = commands.add_parser("serve", help="run the service (the default)")
@@ -96,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.file}: ok")
         return 0
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         config = _load(args.config)
     except ConfigError as exc:
@@ -119,9 +136,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         or os.environ.get("MONITORING_LISTEN_ADDRESS")
         or (config.web.listen_address)
     )
+    # before the embedded database starts: a taken port is one line, with nothing before it
+    try:
+        check_listen_address(listen)
+    except ListenError as exc:
+        log.error(str(exc))
+        return 1
 
     def run(url: str) -> int:
         cfg = demo_config(config, url, listen) if args.demo else config
-        return run_main(serve(cfg, url, listen))
+        announcement = Announcement(
+            listen, _data(dsn, data_dir), demo=args.demo, api_auth=not cfg.auth.disabled
+        )
+        return run_main(serve(cfg, url, listen, announcement))
 
     return with_database(dsn, data_dir, run)
+
+
+def _data(dsn: str | None, data_dir: Path) -> str:
+    """Where the data lives, for the start-up banner."""
+    if dsn:
+        return where(dsn)
+    user = runs_as()
+    owner = f", run as system user {user}" if user else ""
+    return f"{data_dir} (embedded PostgreSQL{owner})"

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import logging
+import os
 import signal
+import socket
+import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from exporter.config import Config
+from exporter.log import BANNER
 from exporter.storage.embedded import EmbeddedPostgres
 from exporter.web.app import create_app
-from exporter.web.keys import LIFECYCLE
+from exporter.web.keys import DATABASE, LIFECYCLE, LISTENER
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,109 @@ def split_listen_address(address: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
+class ListenError(Exception):
+    """The listen address cannot be used; the message says why and how to choose another."""
+
+
+def listen_error(address: str, exc: OSError) -> ListenError:
+    """The one line an operator needs when the service cannot listen."""
+    _, port = split_listen_address(address)
+    if exc.errno == errno.EADDRINUSE:
+        reason = f"port {port} is already in use"
+    else:
+        reason = exc.strerror or str(exc)
+    return ListenError(
+        f"cannot listen on {address}: {reason}; choose another address with "
+        "--web.listen-address HOST:PORT"
+    )
+
+
+def check_listen_address(address: str) -> None:
+    """Bind the address once and let go, so a taken port is reported before anything starts.
+
+    Bound as aiohttp will (every address the host resolves to, SO_REUSEADDR), so only a
+    port somebody listens on fails, not one in TIME_WAIT.
+    """
+    host, port = split_listen_address(address)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, sockaddr in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind(sockaddr)
+                except OSError as exc:
+                    # an address family the host lacks, which asyncio's create_server skips
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"cannot listen on {address}: unknown host ({exc.strerror}); choose another "
+            "address with --web.listen-address HOST:PORT"
+        ) from exc
+    except OSError as exc:
+        raise listen_error(address, exc) from exc
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """What the start-up banner tells a person: where to look, what it is, how to stop."""
+
+    listen_address: str
+    data: str
+    demo: bool = False
+    api_auth: bool = True
+
+    @property
+    def url(self) -> str:
+        """A URL for this machine's browser."""
+        host, port = split_listen_address(self.listen_address)
+        if host in (None, "0.0.0.0", "::"):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+    def fields(self) -> dict[str, Any]:
+        """The banner as log fields (the JSON log line)."""
+        return {
+            "url": self.url,
+            "demo": self.demo,
+            "data": self.data,
+            "api_auth": "on" if self.api_auth else "off",
+            "stop": _how_to_stop(),
+        }
+
+    def lines(self) -> list[str]:
+        """The banner as text, for a terminal."""
+        lines = [f"monitoring-exporter is ready: {self.url}"]
+        if self.demo:
+            lines.append(
+                "  demo:  seeded demo data (services, incidents, quality checks, performance"
+                " logs); try /api/v1/overview and /metrics"
+            )
+        if not self.api_auth:
+            lines.append("  auth:  off: the API answers without a token (no tokens configured)")
+        lines.append(f"  data:  {self.data}")
+        lines.append(f"  stop:  {_how_to_stop()}")
+        return lines
+
+
+def _how_to_stop() -> str:
+    if sys.stdin is not None and sys.stdin.isatty():
+        return "Ctrl+C"
+    return f"SIGTERM (kill {os.getpid()})"
+
+
+async def announce_when_ready(app: web.Application, announcement: Announcement) -> None:
+    """Log the banner once /readyz would say 200: database migrated, listener connected."""
+    await app[DATABASE].wait_ready()
+    await app[LISTENER].wait_connected()
+    log.info("ready", extra={BANNER: announcement.lines(), **announcement.fields()})
+
+
 def with_database(dsn: str | None, data_dir: Path, run: Callable[[str], int]) -> int:
     """Call ``run(dsn)`` with the given database, or with an embedded one started for it."""
     if dsn:
@@ -65,8 +176,13 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def serve(config: Config, dsn: str, listen_address: str) -> int:
-    """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0."""
+async def serve(
+    config: Config, dsn: str, listen_address: str, announcement: Announcement | None = None
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0.
+
+    Exits 1 with one log line when the address cannot be listened on.
+    """
     app = create_app(config, dsn=dsn)
     runner = web.AppRunner(
         app,
@@ -78,7 +194,12 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
     settle_heap()
     host, port = split_listen_address(listen_address)
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # taken between the check and now
+        log.error(str(listen_error(listen_address, exc)))
+        await runner.cleanup()
+        return 1
     app[LIFECYCLE].serving.set()
     log.info(
         "listening",
@@ -92,9 +213,15 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    announcing = asyncio.create_task(
+        announce_when_ready(app, announcement or Announcement(listen_address, where(dsn)))
+    )
     try:
         await stop.wait()
     finally:
+        announcing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await announcing
         log.info("shutting down")
         app[LIFECYCLE].draining = True
         # cleanup stops the listener, waits for in-flight requests (their writes commit),
@@ -102,3 +229,12 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
         await runner.cleanup()
         log.info("stopped")
     return 0
+
+
+def where(dsn: str) -> str:
+    """A database URL without its password, for people."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return f"PostgreSQL at {parts.geturl()}"
