@@ -1,4 +1,4 @@
-"""The command line: ``serve`` (default), ``check-config`` and ``migrate``."""
+"""The command line: ``serve`` (default), ``check-config``, ``migrate`` and ``selftest``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from exporter.service import (
     ListenError,
     check_listen_address,
     run_main,
+    selftest_command,
     serve,
     where,
     with_database,
@@ -27,7 +28,7 @@ from exporter.storage.migrate import migrate_url
 
 log = logging.getLogger("exporter")
 
-COMMANDS = ("serve", "check-config", "migrate")
+COMMANDS = ("serve", "check-config", "migrate", "selftest")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate_p = commands.add_parser("migrate", help="apply pending schema migrations and exit")
     database_flags(migrate_p)
+
+    selftest_p = commands.add_parser(
+        "selftest",
+        help="write one of each record in a rolled-back transaction, check NOTIFY and /metrics",
+    )
+    database_flags(selftest_p)
     return parser
 
 
@@ -130,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir,
             lambda url: run_main(migrate_url(url, schema, connect_timeout=timeout)),
         )
+
+    if args.command == "selftest":
+        return with_database(dsn, data_dir, lambda url: run_main(selftest_command(config, url)))
 
     listen = (
         args.listen_address

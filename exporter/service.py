@@ -19,11 +19,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from exporter import selftest
 from exporter.config import Config
 from exporter.log import BANNER
+from exporter.storage import Database
+from exporter.storage import selftest as selftest_storage
 from exporter.storage.embedded import EmbeddedPostgres
 from exporter.web.app import create_app
-from exporter.web.keys import DATABASE, LIFECYCLE, LISTENER
+from exporter.web.keys import DATABASE, EXPOSITION, LIFECYCLE, LISTENER
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +232,26 @@ async def serve(
         await runner.cleanup()
         log.info("stopped")
     return 0
+
+
+async def selftest_command(config: Config, dsn: str) -> int:
+    """``monitoring-exporter selftest``: print each step with its time; 1 when one failed.
+
+    /metrics is rendered by the collectors this configuration sets up (an app that is built
+    but not started: no probe runs, nothing is written).
+    """
+    db = Database(dsn, config.database)
+    app = create_app(config, dsn=dsn)
+    timeout = config.database.connect_timeout.seconds
+    print(f"selftest of {where(dsn)}, schema {config.database.schema!r}", flush=True)
+    report = await selftest.run(
+        db,
+        lambda: selftest_storage.connect(dsn, timeout),
+        lambda: app[EXPOSITION].render(None, None)[0],
+        step_timeout=max(timeout, 5.0),
+    )
+    print("\n".join(report.lines()), flush=True)
+    return 0 if report.ok else 1
 
 
 def where(dsn: str) -> str:
