@@ -35,9 +35,7 @@ WHERE n.nspname = 'monitoring' AND c.relkind IN ('r', 'p') AND NOT c.relispartit
 async def row_counts(db: asyncpg.Connection) -> dict[str, int]:
     """Rows in every table of the schema (a partitioned table counts its partitions)."""
     names = [r["relname"] for r in await db.fetch(TABLES)]
-    return {
-        name: await db.fetchval(f'SELECT count(*) FROM monitoring."{name}"') for name in names
-    }
+    return {name: await db.fetchval(f'SELECT count(*) FROM monitoring."{name}"') for name in names}
 
 
 def selftest_cli(*args: str) -> subprocess.CompletedProcess[str]:

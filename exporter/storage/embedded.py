@@ -71,10 +71,20 @@ class EmbeddedPostgres:
                 " (chmod o+rx) so that user reaches it",
                 extra={"data_dir": str(self.data_dir)},
             )
+        pid_file = self.data_dir / "postmaster.pid"
+        before = pid_file.read_bytes() if pid_file.exists() else None
         self._server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
         url: str = self._server.get_uri()
+        # a second process (selftest, migrate) shares a server another one started; pgserver
+        # stops it when the last of them exits
+        shared = before is not None and pid_file.exists() and pid_file.read_bytes() == before
         log.info(
-            "no database URL given: started an embedded PostgreSQL",
+            "no database URL given: "
+            + (
+                "using the embedded PostgreSQL already running"
+                if shared
+                else "started an embedded PostgreSQL"
+            ),
             extra={"data_dir": str(self.data_dir)},
         )
         return url
