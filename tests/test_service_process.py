@@ -138,7 +138,7 @@ async def test_serve_against_a_given_url_and_sigterm_exits_zero(
         code, seconds = service.terminate()
         assert code == 0
         assert seconds < 20
-        assert "embedded" not in service.log()
+        assert "embedded PostgreSQL" not in service.log()
         assert '"event_loop":"uvloop' in service.log()
     finally:
         service.close()
