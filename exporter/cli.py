@@ -10,17 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exporter import __version__
+from exporter.banner import Announcement, where
 from exporter.config import Config, ConfigError, load_config
 from exporter.demo import demo_config
 from exporter.log import setup_logging
 from exporter.service import (
-    Announcement,
     ListenError,
     check_listen_address,
     run_main,
     selftest_command,
     serve,
-    where,
     with_database,
 )
 from exporter.storage.embedded import default_data_dir, runs_as
