@@ -23,6 +23,7 @@ class Listener:
         self.connected = False
         self._subscribers: set[Callback] = set()
         self._lost = asyncio.Event()
+        self._up = asyncio.Event()
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
         """Call ``callback(channel, payload)`` on every notification; returns an unsubscribe."""
@@ -38,7 +39,12 @@ class Listener:
 
     def _on_terminate(self, _conn: object) -> None:
         self.connected = False
+        self._up.clear()
         self._lost.set()
+
+    async def wait_connected(self) -> None:
+        """Wait until the LISTEN connection is up."""
+        await self._up.wait()
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with backoff whenever the connection drops."""
@@ -52,11 +58,15 @@ class Listener:
                     await conn.add_listener(channel, self._dispatch)
                 self._lost.clear()
                 self.connected = True
+                self._up.set()
                 backoff = 0.25
                 while not self._lost.is_set():
-                    # a cheap query now and then notices a dead TCP peer
+                    # a cheap query now and then notices a dead TCP peer; asyncio.timeout,
+                    # because 3.11's wait_for swallows a cancellation that arrives as the
+                    # event is set, and this loop would then outlive its task's cancel
                     try:
-                        await asyncio.wait_for(self._lost.wait(), timeout=15)
+                        async with asyncio.timeout(15):
+                            await self._lost.wait()
                     except TimeoutError:
                         await conn.fetchval("SELECT 1", timeout=5)
             except asyncio.CancelledError:
@@ -65,6 +75,7 @@ class Listener:
                 log.warning("listener disconnected", extra={"error": f"{type(exc).__name__}"})
             finally:
                 self.connected = False
+                self._up.clear()
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             await asyncio.sleep(backoff)

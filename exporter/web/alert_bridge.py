@@ -114,9 +114,13 @@ async def refresh_counts(app: web.Application) -> None:
                 bridge.counts = await storage.count_alerts(db)
             except StorageUnavailable:
                 bridge.dirty.set()
-            # a safety refresh covers notifications lost while the listener reconnected
+            # a safety refresh covers notifications lost while the listener reconnected;
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the event's result
+            # when a cancellation arrives just as the event is set, and this loop then ran on
+            # after its task was cancelled (the app's cleanup waited for it forever)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bridge.dirty.wait(), timeout=SAFETY_REFRESH)
+                async with asyncio.timeout(SAFETY_REFRESH):
+                    await bridge.dirty.wait()
             await asyncio.sleep(pause)
     finally:
         unsubscribe()

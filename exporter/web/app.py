@@ -21,6 +21,7 @@ from exporter.web import (
     performance_logs,
     probes,
     quality,
+    selftest,
     stream,
 )
 from exporter.web.api import Api
@@ -126,7 +127,7 @@ def create_app(config: Config, *, dsn: str) -> web.Application:
     probes.setup(app)
     metrics.setup(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
-    for feature in (health, alerts, performance_logs, quality, stream):
+    for feature in (health, alerts, performance_logs, quality, stream, selftest):
         feature.setup(app)
     return app
 

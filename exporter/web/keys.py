@@ -26,8 +26,10 @@ class Lifecycle:
 
     async def wait_serving(self, timeout: float) -> None:
         """Wait until the listener is up, or ``timeout`` seconds for embedders that never say."""
+        # asyncio.timeout: 3.11's wait_for can swallow a cancellation (see alert_bridge)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.serving.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.serving.wait()
 
 
 CONFIG = web.AppKey("config", Config)

@@ -59,10 +59,12 @@ async def run_one(app: web.Application, check: Check) -> bool:
     pools = state.pools
     started = time.perf_counter()
     try:
-        measurement = await asyncio.wait_for(
-            run_check(check, lambda s, sql, args, t: pools.fetch(s, sql, args, timeout=t)),
-            timeout=check.timeout.seconds,
-        )
+        # asyncio.timeout, not wait_for: 3.11's wait_for returns the check's result when the
+        # loop is cancelled as the check finishes, and the loop then never stopped
+        async with asyncio.timeout(check.timeout.seconds):
+            measurement = await run_check(
+                check, lambda s, sql, args, t: pools.fetch(s, sql, args, timeout=t)
+            )
     except Exception as exc:
         took = time.perf_counter() - started
         state.runs[check.name] = CheckRun(False, took, time.time())
