@@ -1,22 +1,33 @@
-"""The command line: ``serve`` (default), ``check-config`` and ``migrate``."""
+"""The command line: ``serve`` (default), ``check-config``, ``migrate`` and ``selftest``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from exporter import __version__
+from exporter.banner import Announcement, where
 from exporter.config import Config, ConfigError, load_config
 from exporter.demo import demo_config
 from exporter.log import setup_logging
-from exporter.service import run_main, serve, with_database
-from exporter.storage.embedded import default_data_dir
+from exporter.service import (
+    ListenError,
+    check_listen_address,
+    run_main,
+    selftest_command,
+    serve,
+    with_database,
+)
+from exporter.storage.embedded import default_data_dir, runs_as
 from exporter.storage.migrate import migrate_url
 
-COMMANDS = ("serve", "check-config", "migrate")
+log = logging.getLogger("exporter")
+
+COMMANDS = ("serve", "check-config", "migrate", "selftest")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
             default="info",
             choices=["debug", "info", "warning", "error"],
         )
+        p.add_argument(
+            "--log.format",
+            dest="log_format",
+            choices=["json", "text"],
+            help="json lines, or text for people (default: text on a terminal, else json)",
+        )
 
     serve_p = commands.add_parser("serve", help="run the service (the default)")
     database_flags(serve_p)
@@ -62,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         " (as the schema's owner)",
     )
     database_flags(migrate_p)
+
+    selftest_p = commands.add_parser(
+        "selftest",
+        help="write one of each record in a rolled-back transaction, check NOTIFY and /metrics",
+    )
+    database_flags(selftest_p)
     return parser
 
 
@@ -100,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.file}: ok")
         return 0
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         config = _load(args.config)
     except ConfigError as exc:
@@ -120,14 +143,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
 
+    if args.command == "selftest":
+        return with_database(dsn, data_dir, lambda url: run_main(selftest_command(config, url)))
+
     listen = (
         args.listen_address
         or os.environ.get("MONITORING_LISTEN_ADDRESS")
         or (config.web.listen_address)
     )
+    # before the embedded database starts: a taken port is one line, with nothing before it
+    try:
+        check_listen_address(listen)
+    except ListenError as exc:
+        log.error(str(exc))
+        return 1
 
     def run(url: str) -> int:
         cfg = demo_config(config, url, listen) if args.demo else config
-        return run_main(serve(cfg, url, listen))
+        announcement = Announcement(
+            listen, _data(dsn, data_dir), demo=args.demo, api_auth=not cfg.auth.disabled
+        )
+        return run_main(serve(cfg, url, listen, announcement))
 
     return with_database(dsn, data_dir, run)
+
+
+def _data(dsn: str | None, data_dir: Path) -> str:
+    """Where the data lives, for the start-up banner."""
+    if dsn:
+        return where(dsn)
+    user = runs_as()
+    owner = f", run as system user {user}" if user else ""
+    return f"{data_dir} (embedded PostgreSQL{owner})"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -13,8 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter import selftest
+from exporter.banner import Announcement, split_listen_address, where
 from exporter.config import Config
-from exporter.features.core import DATABASE, LIFECYCLE, replica_name
+from exporter.features.core import DATABASE, EXPOSITION, LIFECYCLE, LISTENER, replica_name
+from exporter.log import BANNER
+from exporter.storage import Database
+from exporter.storage import selftest as selftest_storage
 from exporter.storage.embedded import EmbeddedPostgres
 from exporter.web.app import create_app
 
@@ -37,11 +45,57 @@ def run_main(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
-def split_listen_address(address: str) -> tuple[str | None, int]:
-    """``HOST:PORT`` or ``:PORT`` into (host or None for all interfaces, port)."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    return (host or None), int(port)
+class ListenError(Exception):
+    """The listen address cannot be used; the message says why and how to choose another."""
+
+
+def listen_error(address: str, exc: OSError) -> ListenError:
+    """The one line an operator needs when the service cannot listen."""
+    _, port = split_listen_address(address)
+    if exc.errno == errno.EADDRINUSE:
+        reason = f"port {port} is already in use"
+    else:
+        reason = exc.strerror or str(exc)
+    return ListenError(
+        f"cannot listen on {address}: {reason}; choose another address with "
+        "--web.listen-address HOST:PORT"
+    )
+
+
+def check_listen_address(address: str) -> None:
+    """Bind the address once and let go, so a taken port is reported before anything starts.
+
+    Bound as aiohttp will (every address the host resolves to, SO_REUSEADDR), so only a
+    port somebody listens on fails, not one in TIME_WAIT.
+    """
+    host, port = split_listen_address(address)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, sockaddr in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind(sockaddr)
+                except OSError as exc:
+                    # an address family the host lacks, which asyncio's create_server skips
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"cannot listen on {address}: unknown host ({exc.strerror}); choose another "
+            "address with --web.listen-address HOST:PORT"
+        ) from exc
+    except OSError as exc:
+        raise listen_error(address, exc) from exc
+
+
+async def announce_when_ready(app: web.Application, announcement: Announcement) -> None:
+    """Log the banner once /readyz would say 200: database migrated, listener connected."""
+    await app[DATABASE].wait_ready()
+    await app[LISTENER].wait_connected()
+    log.info("ready", extra={BANNER: announcement.lines(), **announcement.fields()})
 
 
 def with_database(dsn: str | None, data_dir: Path, run: Callable[[str], int]) -> int:
@@ -74,11 +128,14 @@ ANSWER_GRACE = 2.0
 OVERRUN = 1.5
 
 
-async def serve(config: Config, dsn: str, listen_address: str) -> int:
+async def serve(
+    config: Config, dsn: str, listen_address: str, announcement: Announcement | None = None
+) -> int:
     """Serve until SIGTERM or SIGINT, then drain: readiness 503, finish writes, close, exit 0.
 
     The drain has one deadline, ``web.shutdown_timeout`` after the signal: writes that cannot
-    commit by then are answered 503. Exit 1 when the database is newer than this code.
+    commit by then are answered 503. Exit 1 when the database is newer than this code, or
+    with one log line when the address cannot be listened on.
     """
     app = create_app(config, dsn=dsn, replica=replica_name(config, listen_address))
     drain = config.web.shutdown_timeout.seconds
@@ -92,7 +149,12 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
     settle_heap()
     host, port = split_listen_address(listen_address)
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # taken between the check and now
+        log.error(str(listen_error(listen_address, exc)))
+        await runner.cleanup()
+        return 1
     app[LIFECYCLE].serving.set()
     log.info(
         "listening",
@@ -107,9 +169,15 @@ async def serve(config: Config, dsn: str, listen_address: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    announcing = asyncio.create_task(
+        announce_when_ready(app, announcement or Announcement(listen_address, where(dsn)))
+    )
     try:
         await first_of(stop, db.refused)
     finally:
+        announcing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await announcing
         log.info("shutting down")
         app[LIFECYCLE].draining = True
         db.drain_by(loop.time() + drain)
@@ -137,3 +205,23 @@ async def first_of(*events: asyncio.Event) -> None:
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def selftest_command(config: Config, dsn: str) -> int:
+    """``monitoring-exporter selftest``: print each step with its time; 1 when one failed.
+
+    /metrics is rendered by the collectors this configuration sets up (an app that is built
+    but not started: no probe runs, nothing is written).
+    """
+    db = Database(dsn, config.database)
+    app = create_app(config, dsn=dsn)
+    timeout = config.database.connect_timeout.seconds
+    print(f"selftest of {where(dsn)}, schema {config.database.schema!r}", flush=True)
+    report = await selftest.run(
+        db,
+        lambda: selftest_storage.connect(dsn, timeout),
+        lambda: app[EXPOSITION].render(None, None)[0],
+        step_timeout=max(timeout, 5.0),
+    )
+    print("\n".join(report.lines()), flush=True)
+    return 0 if report.ok else 1

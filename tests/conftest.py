@@ -25,7 +25,10 @@ from tests.support.postgres import (
     EmbeddedServer,
     admin_url_from_env,
     create_database,
+    database_name,
     drop_database,
+    embedded_data_dir,
+    embedded_forced,
     server_reachable,
     with_database,
 )
@@ -37,14 +40,16 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 @pytest.fixture(scope="session")
 def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A superuser URL of a real PostgreSQL: the machine's, or an embedded one if none runs."""
+    """A superuser URL of a real PostgreSQL: the machine's, or an embedded one if none runs
+    (or if MONITORING_TEST_EMBEDDED=1)."""
     url = admin_url_from_env()
-    if asyncio.run(server_reachable(url)):
+    if not embedded_forced() and asyncio.run(server_reachable(url)):
         yield url
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("pg"))
-    yield with_database(server.start(), "postgres")
-    server.stop()
+    with embedded_data_dir(tmp_path_factory.mktemp("embedded")) as data_dir:
+        server = EmbeddedServer(data_dir)
+        yield with_database(server.start(), "postgres")
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +66,7 @@ def template_db(admin_url: str) -> Iterator[str]:
         return url
 
     url = asyncio.run(build())
-    yield url.rsplit("/", 1)[1]
+    yield database_name(url)
     asyncio.run(drop_database(admin_url, url))
 
 

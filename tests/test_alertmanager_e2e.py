@@ -18,8 +18,7 @@ import aiohttp
 import yaml
 
 from tests.conftest import MakeClient, eventually
-
-ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+from tests.support import peers
 
 
 def free_port() -> int:
@@ -57,8 +56,9 @@ async def alertmanager(
     }
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
+    found = peers.peer("prometheus-alertmanager")
     proc = await asyncio.create_subprocess_exec(
-        str(ALERTMANAGER),
+        *found.argv(),
         f"--config.file={path}",
         f"--storage.path={tmp_path / 'am-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
@@ -66,6 +66,7 @@ async def alertmanager(
         "--log.level=warn",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
+        env=found.env,
     )
     url = f"http://127.0.0.1:{port}"
     try:

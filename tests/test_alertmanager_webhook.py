@@ -326,12 +326,11 @@ async def test_monitoring_alerts_follows_acknowledge_and_resolve(make_client: Ma
 async def test_database_stopped_mid_stream_is_503_then_everything_is_stored(
     make_client: MakeClient, writer_url: str, db: asyncpg.Connection
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy = TcpProxy.to_database(writer_url)
     await proxy.start()
     proxy.enable()
     try:
-        dsn = writer_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-        assert dsn != writer_url
+        dsn = proxy.url(writer_url)
         client = await make_client(TOKENS, dsn=dsn)
         sent = [notification(*[am_alert(f"s{n}-{i}") for i in range(5)]) for n in range(6)]
         assert (await post(client, sent[0])).status == 200

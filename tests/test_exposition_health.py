@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import subprocess
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -22,6 +21,7 @@ from exporter.domain.health_rules import Override, RuleBook
 from exporter.domain.health_series import Sample, SeriesStore
 from exporter.exposition.health import HealthExposition, go_float
 from exporter.exposition.registry import Exposition
+from tests.support import peers
 from tests.support.health import put_samples
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -122,9 +122,7 @@ def test_label_values_are_escaped() -> None:
 def test_output_passes_promtool(tmp_path: pytest.TempPathFactory) -> None:
     exposition, *_ = build(["svc0", *NASTY])
     body, _ = exposition.render(None, None)
-    result = subprocess.run(
-        ["/usr/bin/promtool", "check", "metrics"], input=body, capture_output=True, timeout=30
-    )
+    result = peers.run("promtool", "check", "metrics", input=body.decode(), timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 
 from exporter.config import Config
 from exporter.demo import demo_config
-from exporter.features.core import REPLICA
+from exporter.features.core import LIFECYCLE, REPLICA
+from exporter.web.app import create_app
 from tests.conftest import MakeClient, eventually
+from tests.support import peers
+from tests.support.process import free_port
 
 
 async def test_host_and_process_figures(make_client: MakeClient, tmp_path: Path) -> None:
@@ -77,35 +81,44 @@ async def test_host_and_process_figures(make_client: MakeClient, tmp_path: Path)
 
 
 async def test_demo_services_probe_real_things_and_seed_history(
-    make_client: MakeClient, database_url: str, db: asyncpg.Connection
+    database_url: str, db: asyncpg.Connection
 ) -> None:
-    config = demo_config(Config(), database_url, ":1")
-    names = [s.name for s in config.services]
-    assert {"dashboard_api", "supabase_db", "data_sync"} <= set(names)
-    dashboard = next(s for s in config.services if s.name == "dashboard_api")
-    assert dashboard.http is not None and dashboard.http.url == "http://127.0.0.1:1/livez"
-    client = await make_client(config)
+    port = free_port()
+    config = demo_config(Config(), database_url, f":{port}")
+    services = {s.name: s for s in config.services}
+    assert {"dashboard_api", "supabase_db", "data_sync"} <= set(services)
+    dashboard, data_sync = services["dashboard_api"].http, services["data_sync"].tcp
+    assert dashboard is not None and dashboard.url == f"http://127.0.0.1:{port}/livez"
+    # the demo's own listener: nothing outside the demo decides whether it is up
+    assert data_sync is not None and data_sync.address == f"127.0.0.1:{port}"
+    app = create_app(config, dsn=database_url)
+    client: TestClient[Any, Any] = TestClient(TestServer(app, port=port))
+    await client.start_server()
+    app[LIFECYCLE].serving.set()
+    try:
 
-    async def up() -> bool:
-        text = await (await client.get("/metrics")).text()
-        return (
-            'monitoring_service_up{service="supabase_db"} 1.0' in text
-            and 'monitoring_service_up{service="data_sync"} 1.0' in text
-        )
+        async def up() -> bool:
+            text = await (await client.get("/metrics")).text()
+            return all(
+                f'monitoring_service_up{{service="{name}"}} 1.0' in text
+                for name in ("dashboard_api", "supabase_db", "data_sync")
+            )
 
-    await eventually(up)
+        await eventually(up)
 
-    async def seeded() -> bool:
-        n = await db.fetchval(
-            "SELECT count(*) FROM monitoring.system_health_metrics WHERE metadata ? 'demo'"
-        )
-        return bool(n > 100)
+        async def seeded() -> bool:
+            n = await db.fetchval(
+                "SELECT count(*) FROM monitoring.system_health_metrics WHERE metadata ? 'demo'"
+            )
+            return bool(n > 100)
 
-    await eventually(seeded)
-    overview = await (await client.get("/api/v1/overview")).json()
-    assert {"dashboard_api", "supabase_db", "data_sync"} <= {
-        s["service"] for s in overview["services"]
-    }
+        await eventually(seeded)
+        overview = await (await client.get("/api/v1/overview")).json()
+        assert {"dashboard_api", "supabase_db", "data_sync"} <= {
+            s["service"] for s in overview["services"]
+        }
+    finally:
+        await client.close()
 
 
 async def test_pushes_notify_the_health_metrics_channel(
@@ -134,15 +147,16 @@ async def test_full_metrics_output_is_valid_in_both_formats(make_client: MakeCli
     assert (await client.post("/api/v1/health-metrics", json=body)).status == 201
     resp = await client.get("/metrics")
     text = await resp.read()
+    found = peers.peer("promtool")
     promtool = await asyncio.create_subprocess_exec(
-        "/usr/bin/promtool",
-        "check",
-        "metrics",
+        *found.argv("check", "metrics"),
+        env=found.env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    output, _ = await asyncio.wait_for(promtool.communicate(text), timeout=30)
+    async with asyncio.timeout(30):
+        output, _ = await promtool.communicate(text)
     assert promtool.returncode == 0, output
     resp = await client.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}

@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import MakeClient, eventually
-
-PROMETHEUS = "/usr/bin/prometheus"
+from tests.support import peers
+from tests.support.proxy import TcpProxy
 
 
 def free_port() -> int:
@@ -39,6 +39,16 @@ async def web_target() -> AsyncIterator[str]:
     await server.close()
 
 
+@pytest.fixture
+async def database_port(database_url: str) -> AsyncIterator[str]:
+    """A TCP address of the test database (the embedded server listens on a Unix socket)."""
+    proxy = TcpProxy.to_database(database_url)
+    await proxy.start()
+    proxy.enable()
+    yield f"127.0.0.1:{proxy.port}"
+    await proxy.close()
+
+
 async def start_prometheus(
     tmp_path: Path, target_port: int
 ) -> tuple[asyncio.subprocess.Process, str]:
@@ -53,19 +63,25 @@ async def start_prometheus(
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
+    found = peers.peer("prometheus")
     proc = await asyncio.create_subprocess_exec(
-        PROMETHEUS,
+        *found.argv(),
         f"--config.file={tmp_path / 'prometheus.yml'}",
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
+        env=found.env,
     )
     return proc, f"http://127.0.0.1:{port}"
 
 
 async def test_prometheus_shows_every_probe(
-    make_client: MakeClient, database_url: str, web_target: str, tmp_path: Path
+    make_client: MakeClient,
+    database_url: str,
+    database_port: str,
+    web_target: str,
+    tmp_path: Path,
 ) -> None:
     client = await make_client(
         {
@@ -78,7 +94,7 @@ async def test_prometheus_shows_every_probe(
                     "http": {"url": web_target},
                     "thresholds": {"response_time": {"warning": "500ms", "critical": "1s"}},
                 },
-                {"name": "database_port", "interval": "1s", "tcp": {"address": "127.0.0.1:5432"}},
+                {"name": "database_port", "interval": "1s", "tcp": {"address": database_port}},
                 {
                     "name": "supabase_db",
                     "interval": "1s",

@@ -18,7 +18,7 @@ import asyncpg
 
 from exporter.storage.migrate import migrate
 from tests.conftest import MakeClient, eventually
-from tests.support.postgres import EmbeddedServer
+from tests.support.postgres import EmbeddedServer, embedded_data_dir
 from tests.support.process import ServiceProcess
 
 URL = "/api/v1/performance-logs"
@@ -90,7 +90,11 @@ async def assert_exactly_once(url: str, acked: list[str]) -> None:
 async def test_database_restart_during_sustained_ingest(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
-    server = EmbeddedServer(tmp_path / "pg")
+    with embedded_data_dir(tmp_path) as data_dir:
+        await restart_during_ingest(make_client, EmbeddedServer(data_dir))
+
+
+async def restart_during_ingest(make_client: MakeClient, server: EmbeddedServer) -> None:
     url = await asyncio.to_thread(server.start)
     try:
         conn = await asyncpg.connect(url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -13,16 +12,14 @@ from tests.support.proxy import TcpProxy
 
 @pytest.fixture
 async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    parts = urlsplit(database_url)
-    p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    p = TcpProxy.to_database(database_url)
     await p.start()
     yield p
     await p.close()
 
 
 def through(proxy: TcpProxy, url: str) -> str:
-    parts = urlsplit(url)
-    return parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    return proxy.url(url)
 
 
 async def test_ready_when_everything_is_up(make_client: MakeClient) -> None:

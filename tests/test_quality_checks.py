@@ -238,9 +238,9 @@ async def test_a_down_source_recovers_without_restart(
     """Pools connect lazily: a source that was down at start scores once it is reachable."""
     from tests.support.proxy import TcpProxy
 
-    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy = TcpProxy.to_database(sources[0])
     await proxy.start()
-    shop = sources[0].replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    shop = proxy.url(sources[0])
     check = {"name": "c", "source": "shop", "dataset": "orders", "dimension": "completeness",
              "table": "shopify.orders", "columns": ["email"], "interval": "1s",
              "timeout": "2s"}  # fmt: skip

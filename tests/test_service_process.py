@@ -4,46 +4,129 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
+from tests.conftest import eventually
+from tests.support import peers
+from tests.support.postgres import embedded_data_dir
 from tests.support.process import ServiceProcess, free_port
-
-PROMTOOL = "/usr/bin/promtool"
 
 
 def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
     """Run `promtool check metrics` over an exposition."""
-    return subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
+    return peers.run("promtool", "check", "metrics", input=text)
 
 
 async def test_serve_with_embedded_postgres_then_stop_gracefully(tmp_path: Path) -> None:
-    service = ServiceProcess(["--data-dir", str(tmp_path / "pgdata")], tmp_path / "service.log")
-    try:
-        await service.wait_ready(timeout=90)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{service.url}/metrics") as resp:
-                assert resp.status == 200
-                assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-                text = await resp.text()
-        assert "monitoring_db_up 1.0" in text
-        checked = promtool_check_metrics(text)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-        code, seconds = service.terminate()
-        assert code == 0
-        assert seconds < 20
-        log = service.log()
-        assert "started an embedded PostgreSQL" in log
-        assert "stopped the embedded PostgreSQL" in log
-    finally:
-        service.close()
+    with embedded_data_dir(tmp_path) as data_dir:
+        service = ServiceProcess(["--data-dir", str(data_dir)], tmp_path / "service.log")
+        try:
+            await service.wait_ready(timeout=90)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{service.url}/metrics") as resp:
+                    assert resp.status == 200
+                    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                    text = await resp.text()
+            assert "monitoring_db_up 1.0" in text
+            checked = promtool_check_metrics(text)
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            code, seconds = service.terminate()
+            assert code == 0
+            assert seconds < 20
+            log = service.log()
+            assert "started an embedded PostgreSQL" in log
+            assert "stopped the embedded PostgreSQL" in log
+        finally:
+            service.close()
+
+
+def log_entries(text: str) -> list[dict[str, Any]]:
+    """Every line of a JSON log (a line that is not JSON fails the test)."""
+    entries: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"not a JSON log line: {line!r}")
+    return entries
+
+
+async def test_the_demo_starts_quietly_with_a_banner_and_restarts_fast(tmp_path: Path) -> None:
+    with embedded_data_dir(tmp_path) as data_dir:
+        first = ServiceProcess(["--demo", "--data-dir", str(data_dir)], tmp_path / "first.log")
+        try:
+            await first.wait_ready(timeout=90)
+            assert first.terminate()[0] == 0
+        finally:
+            first.close()
+        entries = log_entries(first.log())
+        above_info = [e for e in entries if e["level"] not in ("debug", "info")]
+        assert above_info == [], "the happy path logs nothing above info"
+        assert not [e for e in entries if e["logger"] == "pgserver"], "pgserver chatter is debug"
+        (ready,) = [e for e in entries if e["msg"] == "ready"]
+        assert ready["url"] == f"{first.url}/"
+        assert ready["demo"] is True and ready["api_auth"] == "off"
+        assert str(data_dir) in ready["data"] and "embedded PostgreSQL" in ready["data"]
+        assert ready["stop"].startswith("SIGTERM")
+        root_note = [e for e in entries if "system user 'pgserver'" in e["msg"]]
+        if os.geteuid() == 0:  # PostgreSQL refuses root: pgserver runs it as its own user
+            assert root_note and "pgserver" in ready["data"]
+        else:
+            assert not root_note
+
+        # a second start of the same data directory, as a person at a terminal sees it
+        started = time.monotonic()
+        second = ServiceProcess(
+            ["--demo", "--data-dir", str(data_dir), "--log.format", "text"],
+            tmp_path / "second.log",
+        )
+        try:
+            await second.wait_ready(timeout=30)
+            took = time.monotonic() - started
+
+            async def announced() -> bool:
+                return "  stop:  " in second.log()
+
+            await eventually(announced)
+            assert second.terminate()[0] == 0
+        finally:
+            second.close()
+        text = second.log()
+        assert f"monitoring-exporter is ready: {second.url}/" in text
+        assert f"  data:  {data_dir} (embedded PostgreSQL" in text
+        assert not any(line.startswith("{") for line in text.splitlines())
+        assert took < 3, f"the second start took {took:.1f} s to be ready"
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_taken_port_is_one_line_naming_the_flag(tmp_path: Path, log_format: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MONITORING_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "serve", "--demo",
+             "--data-dir", str(tmp_path / "pg"), "--web.listen-address", f"127.0.0.1:{port}",
+             "--log.format", log_format],
+            capture_output=True, text=True, check=False, timeout=60, env=env,
+        )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert f"port {port} is already in use" in line and "--web.listen-address" in line
+    assert line.startswith("{") == (log_format == "json")
+    assert not (tmp_path / "pg").exists(), "no embedded PostgreSQL was started for nothing"
 
 
 async def test_serve_against_a_given_url_and_sigterm_exits_zero(
@@ -55,7 +138,7 @@ async def test_serve_against_a_given_url_and_sigterm_exits_zero(
         code, seconds = service.terminate()
         assert code == 0
         assert seconds < 20
-        assert "embedded" not in service.log()
+        assert "embedded PostgreSQL" not in service.log()
         assert '"event_loop":"uvloop' in service.log()
     finally:
         service.close()

@@ -13,12 +13,11 @@ import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from exporter.config import parse_config
+from tests.support import peers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COMPOSE_DIR = REPO / "deploy" / "compose"
 K8S = REPO / "deploy" / "kubernetes"
-PROMTOOL = pathlib.Path("/usr/bin/promtool")
-AMTOOL = pathlib.Path("/usr/bin/amtool")
 STACK = {"postgres", "exporter", "prometheus", "alertmanager", "grafana"}
 # The sections and keys of the spec's YAML example, plus web.listen_address.
 CONFIG_KEYS: dict[str, set[str] | None] = {
@@ -66,19 +65,18 @@ def secret_files(service: dict[str, Any]) -> dict[str, pathlib.Path]:
 
 # ------------------------------------------------------------------ Prometheus, Alertmanager
 def test_promtool_check_config_with_the_rules(tmp_path: pathlib.Path) -> None:
-    assert PROMTOOL.is_file(), f"{PROMTOOL} is required"
     # Lay the files out as the prometheus container sees them: the config with rules/ next to
     # it, so the relative rule_files glob resolves to the repository's rules.
     shutil.copy(COMPOSE_DIR / "prometheus.yml", tmp_path / "prometheus.yml")
     (tmp_path / "rules").symlink_to(REPO / "rules", target_is_directory=True)
-    result = run(str(PROMTOOL), "check", "config", str(tmp_path / "prometheus.yml"))
+    result = peers.run("promtool", "check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
     rule_files = len(list((REPO / "rules").glob("*.yml")))
     assert f"SUCCESS: {rule_files} rule files found" in result.stdout + result.stderr
 
 
 def test_promtool_check_config_in_place() -> None:
-    result = run(str(PROMTOOL), "check", "config", str(COMPOSE_DIR / "prometheus.yml"))
+    result = peers.run("promtool", "check", "config", str(COMPOSE_DIR / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -103,8 +101,7 @@ def test_prometheus_scrapes_the_exporter_and_alerts_alertmanager() -> None:
 
 
 def test_amtool_check_config() -> None:
-    assert AMTOOL.is_file(), f"{AMTOOL} is required"
-    result = run(str(AMTOOL), "check-config", str(COMPOSE_DIR / "alertmanager.yml"))
+    result = peers.run("amtool", "check-config", str(COMPOSE_DIR / "alertmanager.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -18,13 +18,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import eventually
+from tests.support import peers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
 RULE_FILES = sorted(RULES.glob("*.yml"))
 RULE_TEST_FILES = sorted((RULES / "tests").glob("*.yml"))
-PROMTOOL = pathlib.Path("/usr/bin/promtool")
-PROMETHEUS = pathlib.Path("/usr/bin/prometheus")
 SERVICE_MONITOR = REPO / "deploy" / "kubernetes" / "servicemonitor.yaml"
 
 # Domain families: derived from PostgreSQL, the same on every replica (SPEC.md, "Replicas"),
@@ -280,12 +279,13 @@ def allowed_metric(name: str, recorded: set[str]) -> bool:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run a command from the repository root, capturing its output."""
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    """Run promtool from the repository root, capturing its output."""
+    return peers.run("promtool", *args, cwd=REPO)
 
 
-def test_promtool_is_installed() -> None:
-    assert PROMTOOL.is_file(), f"{PROMTOOL} is required to validate the shipped rules"
+def test_promtool_is_available() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and "promtool" in result.stdout + result.stderr
 
 
 def test_rule_files_exist() -> None:
@@ -294,14 +294,14 @@ def test_rule_files_exist() -> None:
 
 
 def test_promtool_check_rules() -> None:
-    result = run(str(PROMTOOL), "check", "rules", *map(str, RULE_FILES))
+    result = run("check", "rules", *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("path", RULE_TEST_FILES, ids=lambda p: p.name)
 def test_promtool_test_rules(path: pathlib.Path) -> None:
     # replicas_test.yml among them: series from three replicas, one alert per condition
-    result = run(str(PROMTOOL), "test", "rules", str(path))
+    result = run("test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == 1, result.stdout
 
@@ -615,13 +615,15 @@ async def test_prometheus_with_the_servicemonitor_labels_alerts_once(
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
+    prometheus = peers.peer("prometheus")
     proc = await asyncio.create_subprocess_exec(
-        str(PROMETHEUS),
+        prometheus.path,
         f"--config.file={tmp_path / 'prometheus.yml'}",
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
+        env=prometheus.env,
     )
     try:
         async with aiohttp.ClientSession() as session:

@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 def demo_config(config: Config, dsn: str, listen_address: str) -> Config:
     """The configuration with demo mode on, the demo services and the demo quality checks.
 
-    Without tokens, API authentication is disabled, with a warning.
+    Without tokens, API authentication is disabled; the start-up banner says so (a warning
+    here was the only line above info on the happy path of ``make run``).
     """
     auth = config.auth
     if not auth.tokens and not auth.disabled:
-        log.warning("demo mode without tokens: API authentication is disabled")
         auth = msgspec.structs.replace(auth, disabled=True)
     # the demo records the service's own API calls, so the performance dashboard has live data
     logs = msgspec.structs.replace(config.performance_logs, self_instrument=True)

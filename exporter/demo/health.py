@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -26,17 +25,14 @@ def _local(listen_address: str) -> str:
     return f"{host}:{port}"
 
 
-def _db_address(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
-
-
 def with_demo_services(config: Config, dsn: str, listen_address: str) -> Config:
     """Add the seed's sample services (probing real local things) to the configuration.
 
     dashboard API response time: an http probe of this exporter's own /livez; the Supabase DB
     connection: a postgres probe of the service's own database; data-sync uptime: a tcp probe
-    of the database address with an uptime rule. CPU and memory come from the host section.
+    of this exporter's own listener with an uptime rule (the demo depends on nothing it does
+    not run: a probe of 127.0.0.1:5432 was down on a fresh machine and "healthy" next to an
+    unrelated PostgreSQL). CPU and memory come from the host section.
     """
     raw = {
         "dashboard_api": {
@@ -54,7 +50,7 @@ def with_demo_services(config: Config, dsn: str, listen_address: str) -> Config:
         "data_sync": {
             "interval": "15s",
             "timeout": "3s",
-            "tcp": {"address": _db_address(dsn)},
+            "tcp": {"address": _local(listen_address)},
             "thresholds": {"uptime": {"warning": 0.99, "critical": 0.95, "direction": "below"}},
         },
     }

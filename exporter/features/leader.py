@@ -30,6 +30,8 @@ from exporter.storage.lease import LeaseLost, LeaseSession, fence
 log = logging.getLogger(__name__)
 
 LEASE = "scheduler"
+# tries of a term's setup before the jobs start without it
+SETUP_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ class Leadership:
 
     def add_setup(self, name: str, setup: Callable[[], Awaitable[None]]) -> None:
         """Run ``setup`` at the start of every term, before the jobs (it must be idempotent:
-        e.g. seeding demo data that the jobs read)."""
+        e.g. seeding demo data that the jobs read). A setup that keeps failing is given up
+        after a few tries, so it never holds the jobs back."""
         self.supervisor.register(f"setup:{name}")
         self.setups.append((name, setup))
 
@@ -191,11 +194,13 @@ class Leadership:
     # ------------------------------------------------------------------ the jobs
     async def _term(self, epoch: int) -> None:
         for name, setup in self.setups:
-            while True:
+            for attempt in range(SETUP_TRIES):
                 try:
                     await setup()
                 except Exception as exc:
-                    await asyncio.sleep(self.supervisor.failed(f"setup:{name}", exc))
+                    delay = self.supervisor.failed(f"setup:{name}", exc)
+                    if attempt + 1 < SETUP_TRIES:
+                        await asyncio.sleep(delay)
                     continue
                 self.supervisor.succeeded(f"setup:{name}")
                 break

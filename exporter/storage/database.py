@@ -205,7 +205,8 @@ class Database:
             if self._deadline is not None:
                 timeout = max(0.0, self._deadline.when() - asyncio.get_running_loop().time())
             try:
-                await asyncio.wait_for(pool.close(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await pool.close()
             except TimeoutError:
                 pool.terminate()
         if self._deadline is not None:

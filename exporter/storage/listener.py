@@ -8,7 +8,6 @@ pool and waiting for it here, so readiness fails loudly in that case.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -36,6 +35,7 @@ class Listener:
         self._everything: set[Callback] = set()
         self._on_connect: list[Callable[[], None]] = []
         self._lost = asyncio.Event()
+        self._up = asyncio.Event()
         # a channel of this process only, for the delivery check
         self.ping_channel = f"monitoring_ping_{uuid.uuid4().hex[:16]}"
         self._pings: dict[str, asyncio.Future[None]] = {}
@@ -77,7 +77,12 @@ class Listener:
 
     def _on_terminate(self, _conn: object) -> None:
         self.connected = False
+        self._up.clear()
         self._lost.set()
+
+    async def wait_connected(self) -> None:
+        """Wait until the LISTEN connection is up."""
+        await self._up.wait()
 
     # ------------------------------------------------------------------ delivery check
     def expect_ping(self) -> tuple[str, asyncio.Future[None]]:
@@ -109,15 +114,18 @@ class Listener:
                 self._lost.clear()
                 self.connected = True
                 self.last_error = None
+                self._up.set()
                 backoff = 0.25
                 for callback in self._on_connect:
                     callback()
                 while not self._lost.is_set():
-                    # a cheap query now and then notices a dead TCP peer
-                    with contextlib.suppress(TimeoutError):
+                    # a cheap query now and then notices a dead TCP peer; asyncio.timeout,
+                    # because 3.11's wait_for swallows a cancellation that arrives as the
+                    # event is set, and this loop would then outlive its task's cancel
+                    try:
                         async with asyncio.timeout(15):
                             await self._lost.wait()
-                    if not self._lost.is_set():
+                    except TimeoutError:
                         await conn.fetchval("SELECT 1", timeout=5)
             except asyncio.CancelledError:
                 raise
@@ -126,6 +134,7 @@ class Listener:
                 log.warning("listener disconnected", extra={"error": self.last_error})
             finally:
                 self.connected = False
+                self._up.clear()
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             await asyncio.sleep(backoff)

@@ -18,6 +18,9 @@ from exporter.config.performance_logs import Retention
 
 log = logging.getLogger(__name__)
 
+# Versions need not be contiguous: there is no 0002. Migration 2 was folded into 0001 before
+# the first release (no database ever recorded version 2), and numbers are never reused, so
+# the files go 0001, 0003, 0004, ... and applied_versions() compares sets, not a maximum.
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same for every replica.
 _LOCK_KEY = 0x6D6F6E69746F72

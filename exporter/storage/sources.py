@@ -72,6 +72,7 @@ class SourcePools:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             try:
-                await asyncio.wait_for(pool.close(), timeout=5)
+                async with asyncio.timeout(5):
+                    await pool.close()
             except TimeoutError:
                 pool.terminate()

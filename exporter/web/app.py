@@ -23,6 +23,7 @@ from exporter.web import (
     performance_logs,
     probes,
     quality,
+    selftest,
     stream,
 )
 from exporter.web.api import API, Api
@@ -87,6 +88,6 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
     probes.setup(app)
     metrics.setup(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
-    for routes in (health, alerts, performance_logs, quality, stream):
+    for routes in (health, alerts, performance_logs, quality, stream, selftest):
         routes.setup(app)
     return app

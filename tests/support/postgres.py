@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -20,6 +24,31 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def database_name(url: str) -> str:
+    """The database a URL names (a Unix-socket URL ends in ``?host=/dir``, not in the name)."""
+    return urlsplit(url).path.lstrip("/")
+
+
+def server_address(url: str) -> tuple[str, int] | str:
+    """Where the server of a libpq URL listens: (host, port) over TCP, or a Unix socket path."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    host = query.get("host") or parts.hostname or "127.0.0.1"
+    port = int(query.get("port") or parts.port or 5432)
+    if host.startswith("/"):
+        return f"{host}/.s.PGSQL.{port}"
+    return host, port
+
+
+def over_tcp(url: str, host: str, port: int) -> str:
+    """The same database and user reached at ``host:port`` over TCP (e.g. through a proxy)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")]
+    user = parts.username or "postgres"
+    auth = f"{user}:{parts.password}@" if parts.password else f"{user}@"
+    return urlunsplit(parts._replace(netloc=f"{auth}{host}:{port}", query=urlencode(query)))
+
+
 async def server_reachable(url: str) -> bool:
     """Whether a PostgreSQL answers at ``url``."""
     try:
@@ -28,6 +57,26 @@ async def server_reachable(url: str) -> bool:
         return False
     await conn.close()
     return True
+
+
+@contextlib.contextmanager
+def embedded_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data directory for an embedded PostgreSQL a test starts: ``tmp_path/pg``, but not as root.
+
+    As root, pgserver runs PostgreSQL as the system user ``pgserver``, which must traverse
+    every folder above its data; and every pytest session started as root resets
+    /tmp/pytest-of-root to 0700, so the server of any other session running then lost its
+    files (``PANIC: could not open file .../global/pg_control: Permission denied``). So as
+    root it is a fresh folder in the system's temp dir, removed afterwards.
+    """
+    if os.geteuid() != 0:
+        yield tmp_path / "pg"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="monitoring-exporter-test-pg-"))
+    try:
+        yield folder / "pg"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class EmbeddedServer:
@@ -65,7 +114,7 @@ async def create_database(admin_url: str, template: str | None = None) -> str:
 
 async def drop_database(admin_url: str, url: str) -> None:
     """Drop a database made by :func:`create_database`, closing its connections."""
-    name = urlsplit(url).path.lstrip("/")
+    name = database_name(url)
     conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -76,3 +125,11 @@ async def drop_database(admin_url: str, url: str) -> None:
 def admin_url_from_env() -> str:
     """The server the tests use: MONITORING_TEST_DATABASE_URL or the local default."""
     return os.environ.get("MONITORING_TEST_DATABASE_URL", DEFAULT_URL)
+
+
+def embedded_forced() -> bool:
+    """MONITORING_TEST_EMBEDDED=1: use an embedded server even when another one answers.
+
+    It is how CI proves the suite passes on a machine with no PostgreSQL at all.
+    """
+    return os.environ.get("MONITORING_TEST_EMBEDDED", "") not in ("", "0")

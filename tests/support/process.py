@@ -80,7 +80,8 @@ class ServiceProcess:
 
     def log(self) -> str:
         """Everything the service wrote so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def close(self) -> None:

@@ -5,17 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from tests.support.postgres import over_tcp, server_address
+
 
 class TcpProxy:
-    """Forward 127.0.0.1:<port> to a target while ``up``; refuse connections while down."""
+    """Forward 127.0.0.1:<port> to a target while ``up``; refuse connections while down.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+    The target is a TCP (host, port) or a Unix socket path: the embedded test server listens
+    only on a socket, and the service reaches it through the proxy over TCP all the same.
+    """
+
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
         self.up = False
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    def to_database(cls, url: str) -> TcpProxy:
+        """A proxy to the server of a libpq URL (TCP or Unix socket)."""
+        return cls(server_address(url))
+
+    def url(self, database_url: str) -> str:
+        """``database_url`` reached through this proxy."""
+        return over_tcp(database_url, "127.0.0.1", self.port)
 
     async def start(self) -> None:
         """Listen on a free port (connections are refused until :meth:`enable`)."""
@@ -47,7 +62,10 @@ class TcpProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if isinstance(self.target, str):
+                up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
             return
