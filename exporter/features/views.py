@@ -88,7 +88,9 @@ class Views:
         """Load every view, then apply notifications until cancelled (supervised, critical)."""
         await self.db.wait_ready()
         # a failure below leaves pending work for the restarted task: reload everything then
+        # (and at once: the listener may not be connected yet)
         self._resync = True
+        self._wake.set()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.resync_interval):
