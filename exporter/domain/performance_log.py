@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from exporter.domain.limits import MAX_DEPTH, Count, NoNul, Timestamp, join, raw_json_problem
+
 Status = Literal["success", "error", "timeout"]
 STATUSES: tuple[Status, ...] = ("success", "error", "timeout")
 
@@ -43,23 +45,33 @@ DURATION_BUCKETS: tuple[float, ...] = (
 OperationType = Annotated[
     str, msgspec.Meta(pattern="^[a-z][a-z0-9_]*$", min_length=1, max_length=64)
 ]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+# the sender's JSON text, stored as jsonb without a decode/encode round trip
+Details = Annotated[
+    msgspec.Raw,
+    msgspec.Meta(
+        extra_json_schema={
+            "type": ["object", "null"],
+            "description": f"at most max_request_details_bytes, nested at most {MAX_DEPTH} deep",
+        }
+    ),
+]
 
 
 class PerformanceLogIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """One operation record as sent by a client (the seed's ``system_performance_logs`` row)."""
 
     operation_type: OperationType
-    duration_ms: float
+    duration_ms: NonNegative
     status: Status
-    operation_name: Annotated[str, msgspec.Meta(max_length=500)] | None = None
-    memory_usage_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
-    cpu_usage_percent: float | None = None
-    error_message: Annotated[str, msgspec.Meta(max_length=16384)] | None = None
-    user_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    # kept as the sender's JSON text: stored as jsonb without a decode/encode round trip
-    # (an object, or null for none; msgspec.Raw cannot sit in a union with None)
-    request_details: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
-    recorded_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    operation_name: Annotated[str, NoNul, msgspec.Meta(max_length=500)] | None = None
+    memory_usage_bytes: Count | None = None
+    cpu_usage_percent: NonNegative | None = None
+    error_message: Annotated[str, NoNul, msgspec.Meta(max_length=16384)] | None = None
+    user_id: Annotated[str, NoNul, msgspec.Meta(max_length=200)] | None = None
+    # an object, or null for none (msgspec.Raw cannot sit in a union with None)
+    request_details: Details = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    recorded_at: Timestamp | None = None
 
 
 class Committed(msgspec.Struct, frozen=True):
@@ -131,8 +143,10 @@ def problems(
     now: datetime,
     retention: timedelta,
     max_details_bytes: int,
+    depth: int = 2,
 ) -> list[Problem]:
-    """Every rule ``record`` breaks beyond its types (an empty list when it is valid)."""
+    """Every rule ``record`` breaks beyond its types (an empty list when it is valid);
+    ``depth`` is the level of ``request_details`` in its document (2 in an NDJSON line)."""
     # written for the common case (few optional fields): this runs for every ingested record
     found: list[Problem] = []
     if not 0.0 <= record.duration_ms < math.inf:  # also false for NaN
@@ -156,6 +170,8 @@ def problems(
             found.append(Problem("request_details", "must be an object"))
         elif b"\\u0000" in raw and _JSON_NUL.search(raw):
             found.append(Problem("request_details", _NUL))
+        elif bad := raw_json_problem(raw, depth=depth):
+            found.append(Problem(join("request_details", bad[0]), bad[1]))
     at = record.recorded_at
     if at is not None:
         if at > now + CLOCK_SKEW:
@@ -175,6 +191,7 @@ def columns_valid(
     now: datetime,
     retention: timedelta,
     max_details_bytes: int,
+    depth: int = 2,
 ) -> bool:
     """Whether a whole batch keeps the rules of :func:`problems`, checked column by column.
 
@@ -194,7 +211,13 @@ def columns_valid(
     if given:
         if max(map(len, given)) > max_details_bytes:  # characters <= bytes: rechecked below
             return False
-        if set(map(_first, given)) != {"{"} or "\\u0000" in "".join(given):
+        joined = "".join(given)
+        if set(map(_first, given)) != {"{"} or "\\u0000" in joined:
+            return False
+        # brackets bound the nesting from above: count them per record only when they could
+        # add up past the limit in the whole batch
+        room = MAX_DEPTH - depth + 1
+        if joined.count("{") + joined.count("[") > room and max(map(_brackets, given)) > room:
             return False
         longest = max(map(len, given))
         # UTF-8 takes at most 4 bytes a character: encode only when that could matter
@@ -210,8 +233,13 @@ def _first(text: str) -> str:
     return text[:1]
 
 
+def _brackets(text: str) -> int:
+    return text.count("{") + text.count("[")
+
+
 def details_text(record: PerformanceLogIn) -> str | None:
-    """The request details as JSON text for a jsonb column (None when absent)."""
+    """The request details as JSON text for a jsonb column (None when absent); raises
+    UnicodeDecodeError for invalid UTF-8, which :func:`problems` reports by field."""
     raw = bytes(record.request_details)
     if raw == b"null":
         return None

@@ -21,7 +21,6 @@ from exporter.domain.health import (
     STATUS_CODE,
     Rule,
     Status,
-    check_service,
     classify,
     first_track,
     verdict,
@@ -31,7 +30,6 @@ from exporter.domain.health_push import (
     HealthMetricIn,
     InvalidSample,
     Levels,
-    MetricType,
     to_rule,
     to_samples,
 )
@@ -45,10 +43,12 @@ from exporter.domain.health_records import (
     ThresholdIn,
     ThresholdList,
     ThresholdOut,
+    ThresholdPath,
 )
 from exporter.domain.health_rules import Key, Override, RuleBook, configured_rules
 from exporter.domain.health_series import Evaluated, Sample, Series, SeriesLimit, SeriesStore
 from exporter.domain.health_uptime import UptimeWindow
+from exporter.domain.limits import Text, Timestamp, Version
 from exporter.exposition.health import HealthExposition
 from exporter.inputs.host import HostReader, run_host
 from exporter.inputs.probes import Prober, ProbeResult, run_probes
@@ -75,7 +75,14 @@ from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, LIFECYCLE, SELF_METRICS
 from exporter.web.pagination import MAX_LIMIT, Page, after_cursor, next_cursor
-from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
+from exporter.web.payload import (
+    decode_json,
+    json_response,
+    media_type,
+    parse_path,
+    parse_query,
+    read_body,
+)
 from exporter.web.quality_checks import overview_of
 
 log = logging.getLogger(__name__)
@@ -85,20 +92,20 @@ TAGS = ("health",)
 class HealthMetricQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Filters of ``GET /api/v1/health-metrics``."""
 
-    service: str | None = None
-    metric_type: str | None = None
+    service: Text | None = None
+    metric_type: Text | None = None
     status: Status | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 100
-    cursor: str | None = None
+    cursor: Text | None = None
 
 
 class ThresholdRemoval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Query of ``DELETE /api/v1/thresholds/{service}/{metric_type}``."""
 
     # optimistic concurrency: only remove the stored rule if it is at this version
-    expect_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    expect_version: Version | None = None
 
 
 _push_decoder: msgspec.json.Decoder[PushBody] = msgspec.json.Decoder(PushBody)
@@ -220,17 +227,8 @@ async def get_thresholds(request: web.Request) -> web.Response:
 
 
 def _threshold_key(request: web.Request) -> Key:
-    service = request.match_info["service"]
-    metric_type = request.match_info["metric_type"]
-    try:
-        check_service(service)
-        msgspec.convert(metric_type, MetricType)
-    except (ValueError, msgspec.ValidationError) as exc:
-        name = "service" if isinstance(exc, ValueError) else "metric_type"
-        raise ApiError(
-            400, "invalid_path", f"the {name} in the path is not valid", [Detail(name, str(exc))]
-        ) from None
-    return service, metric_type
+    path = parse_path(request, ThresholdPath)
+    return path.service, path.metric_type
 
 
 async def put_threshold(request: web.Request) -> web.Response:
