@@ -31,7 +31,10 @@ ServiceName = Annotated[
 
 
 class Levels(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Warning and critical levels in the metric's unit, the bad side, and the hysteresis."""
+    """Warning and critical levels in the metric's unit, the bad side, and the hysteresis.
+
+    Levels are finite in base units, and critical lies beyond warning on the bad side.
+    """
 
     warning: float | None = None
     critical: float | None = None
@@ -40,7 +43,11 @@ class Levels(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class HealthMetricIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One pushed health metric (the seed's ``recordHealthMetric``)."""
+    """One pushed health metric (the seed's ``recordHealthMetric``).
+
+    ``value`` is finite in base units and never negative for a duration (a time unit, or
+    metric_type response_time, latency or duration); ``metadata`` nests at most 64 levels.
+    """
 
     service: ServiceName
     metric_type: MetricType

@@ -37,7 +37,10 @@ class HealthMetricList(msgspec.Struct, frozen=True):
 
 
 class ThresholdIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A rule for ``PUT /api/v1/thresholds/{service}/{metric_type}``; levels in ``unit``."""
+    """A rule for ``PUT /api/v1/thresholds/{service}/{metric_type}``; levels in ``unit``.
+
+    Levels are finite in base units, and critical lies beyond warning on the bad side.
+    """
 
     warning: float | None = None
     critical: float | None = None
@@ -102,4 +105,4 @@ class Overview(msgspec.Struct, frozen=True):
     generated_at: datetime
 
 
-PushBody = HealthMetricIn | list[HealthMetricIn]
+PushBody = HealthMetricIn | Annotated[list[HealthMetricIn], msgspec.Meta(min_length=1)]

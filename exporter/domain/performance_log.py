@@ -45,6 +45,10 @@ DURATION_BUCKETS: tuple[float, ...] = (
 OperationType = Annotated[
     str, msgspec.Meta(pattern="^[a-z][a-z0-9_]*$", min_length=1, max_length=64)
 ]
+# a million seconds short of 32 years: far beyond any operation, and far enough below
+# float8's range that the summary's avg() over any number of records cannot overflow
+MAX_DURATION_MS = 1e12
+Duration = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 # the sender's JSON text, stored as jsonb without a decode/encode round trip
 Details = Annotated[
@@ -59,10 +63,15 @@ Details = Annotated[
 
 
 class PerformanceLogIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One operation record as sent by a client (the seed's ``system_performance_logs`` row)."""
+    """One operation record as sent by a client (the seed's ``system_performance_logs`` row).
+
+    ``recorded_at`` lies within the retention period and at most 5 minutes ahead;
+    ``request_details`` is an object of at most ``performance_logs.max_request_details_bytes``
+    (64 KiB by default) nested at most 64 levels.
+    """
 
     operation_type: OperationType
-    duration_ms: NonNegative
+    duration_ms: Duration
     status: Status
     operation_name: Annotated[str, NoNul, msgspec.Meta(max_length=500)] | None = None
     memory_usage_bytes: Count | None = None
@@ -149,8 +158,8 @@ def problems(
     ``depth`` is the level of ``request_details`` in its document (2 in an NDJSON line)."""
     # written for the common case (few optional fields): this runs for every ingested record
     found: list[Problem] = []
-    if not 0.0 <= record.duration_ms < math.inf:  # also false for NaN
-        found.append(Problem("duration_ms", "must be a finite number >= 0"))
+    if not 0.0 <= record.duration_ms <= MAX_DURATION_MS:  # also false for NaN
+        found.append(Problem("duration_ms", f"must be a number from 0 to {MAX_DURATION_MS:g}"))
     cpu = record.cpu_usage_percent
     if cpu is not None and not 0.0 <= cpu < math.inf:
         found.append(Problem("cpu_usage_percent", "must be a finite number >= 0"))
@@ -199,7 +208,11 @@ def columns_valid(
     C. It may answer False for a valid batch (a literal ``\\u0000`` in details); callers then
     run :func:`problems` per record, which has the final word and the messages.
     """
-    if durations and not (min(durations) >= 0.0 and math.isfinite(sum(durations))):
+    if durations and not (
+        min(durations) >= 0.0
+        and max(durations) <= MAX_DURATION_MS
+        and math.isfinite(sum(durations))  # NaN makes min and max unreliable
+    ):
         return False
     given_cpus = [c for c in cpus if c is not None]
     if given_cpus and not (min(given_cpus) >= 0.0 and math.isfinite(sum(given_cpus))):

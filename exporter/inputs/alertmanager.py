@@ -47,7 +47,10 @@ Labels = Annotated[
 
 
 class WebhookAlert(msgspec.Struct, frozen=True, rename="camel"):
-    """One alert of a notification."""
+    """One alert of a notification.
+
+    ``endsAt`` counts only for a resolved alert, in the range of ``startsAt``.
+    """
 
     status: lifecycle.Signal
     labels: Labels

@@ -104,7 +104,11 @@ class AlertWithEvents(Alert, frozen=True):
 
 
 class NewAlert(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A manual alert (the seed's ``createAlert``); ``auto_resolve_after`` is e.g. ``30m``."""
+    """A manual alert (the seed's ``createAlert``).
+
+    ``auto_resolve_after`` is a duration (``30m``, ``1h30m``) or seconds, more than 0 and at
+    most 366 days.
+    """
 
     title: Title
     severity: lifecycle.Severity
@@ -136,7 +140,10 @@ class AlertPath(msgspec.Struct, frozen=True):
 
 
 class AlertQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of ``GET /api/v1/alerts`` (status, severity, alert_type may repeat)."""
+    """Filters of ``GET /api/v1/alerts`` (status, severity, alert_type may repeat).
+
+    ``cursor`` is a previous page's ``next_cursor``.
+    """
 
     status: list[lifecycle.Status] | lifecycle.Status | None = None
     severity: list[lifecycle.Severity] | lifecycle.Severity | None = None
@@ -352,11 +359,13 @@ def setup(app: web.Application) -> None:
         Route("POST", "/api/v1/alerts", create_alert, "Create an alert", "write", body=NewAlert,
               response=Alert, status=201, tags=tags),
         Route("GET", "/api/v1/alerts/{id}", get_alert, "One alert with its events", "read",
-              response=AlertWithEvents, tags=tags, responses={404: "no such alert"}),
+              response=AlertWithEvents, tags=tags, responses={404: "no such alert"},
+              path_params=AlertPath),
         Route("POST", "/api/v1/alerts/{id}/acknowledge", acknowledge_alert,
               "Acknowledge an alert", "ack", body=Acknowledge, response=Alert, tags=tags,
-              responses=conflict),
+              responses=conflict, path_params=AlertPath),
         Route("POST", "/api/v1/alerts/{id}/resolve", resolve_alert, "Resolve an alert",
-              "ack", body=Resolve, response=Alert, tags=tags, responses={404: "no such alert"}),
+              "ack", body=Resolve, response=Alert, tags=tags, responses={404: "no such alert"},
+              path_params=AlertPath),
     ):  # fmt: skip
         api.add(app, route)

@@ -90,7 +90,7 @@ TAGS = ("health",)
 
 
 class HealthMetricQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of ``GET /api/v1/health-metrics``."""
+    """Filters of ``GET /api/v1/health-metrics``; ``cursor`` is a page's ``next_cursor``."""
 
     service: Text | None = None
     metric_type: Text | None = None
@@ -172,8 +172,6 @@ async def post_metrics(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid_body", "the body is not valid", [Detail(exc.path, exc.message)]
         ) from None
-    if not samples:
-        raise ApiError(400, "invalid_body", "the array is empty", [Detail("(body)", "empty")])
     try:
         stored = await app[HEALTH].writer.push(samples)
     except SeriesLimit as exc:
@@ -428,7 +426,7 @@ def setup(app: web.Application) -> None:
             "Record one health metric or an array of them",
             "write",
             body=PushBody,
-            response=HealthMetric,
+            response=(HealthMetric, HealthMetricList),
             status=201,
             tags=TAGS,
             responses=bad,
@@ -469,6 +467,7 @@ def setup(app: web.Application) -> None:
             "admin",
             body=ThresholdIn,
             response=ThresholdOut,
+            path_params=ThresholdPath,
             tags=TAGS,
             responses={409: "the rule is not at the expected version"},
         ),
@@ -483,6 +482,7 @@ def setup(app: web.Application) -> None:
             "admin",
             query=ThresholdRemoval,
             response=ThresholdOut,
+            path_params=ThresholdPath,
             tags=TAGS,
             responses={
                 404: "no rule was set through the API",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
+from datetime import datetime
 from typing import Any, TypeVar, overload
 
 import msgspec
+import msgspec.inspect
 from aiohttp import web
 
 from exporter.domain.limits import MAX_DEPTH, NUL, TOO_DEEP, join, value_problems
@@ -244,6 +247,15 @@ def parse_query(request: web.Request, tp: type[T]) -> T:
         if "\x00" in key or any("\x00" in v for v in values):
             raise ApiError(400, "invalid_query", "the query is not valid", [Detail(key, NUL)])
         raw[key] = values if len(values) > 1 else values[0]
+    times: frozenset[str] = _time_fields(tp)  # type: ignore[arg-type]  # classes hash
+    for name in times & raw.keys():
+        try:
+            # the lax conversion below would also take "0.5" for a time (Unix seconds);
+            # the document promises RFC 3339, so that is all a time parameter takes
+            msgspec.convert(raw[name], datetime)
+        except msgspec.ValidationError:
+            detail = Detail(name, "expected an RFC 3339 timestamp with an offset")
+            raise ApiError(400, "invalid_query", "the query is not valid", [detail]) from None
     try:
         query = msgspec.convert(raw, tp, strict=False)
     except msgspec.ValidationError as exc:
@@ -254,6 +266,22 @@ def parse_query(request: web.Request, tp: type[T]) -> T:
         details = [Detail(path, text) for path, text in problems]
         raise ApiError(400, "invalid_query", "the query is not valid", details)
     return query
+
+
+@functools.cache
+def _time_fields(tp: type) -> frozenset[str]:
+    """The (wire) names of a query Struct's timestamp fields."""
+    names = set()
+    info = msgspec.inspect.type_info(tp)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
+        options = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
+        for option in options:
+            if isinstance(option, msgspec.inspect.Metadata):
+                option = option.type
+            if isinstance(option, msgspec.inspect.DateTimeType):
+                names.add(f.encode_name)
+    return frozenset(names)
 
 
 def parse_path(request: web.Request, tp: type[T]) -> T:

@@ -82,7 +82,10 @@ Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
 
 
 class LogQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Filters of GET /api/v1/performance-logs (time windows are [since, until))."""
+    """Filters of GET /api/v1/performance-logs (time windows are [since, until)).
+
+    ``cursor`` is a previous page's ``next_cursor``.
+    """
 
     operation_type: Text | None = None
     operation_name: Text | None = None
@@ -96,7 +99,10 @@ class LogQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class SummaryQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Window and filters of the summary; the window defaults to the last hour."""
+    """Window and filters of the summary; the window defaults to the last hour.
+
+    ``since`` lies before ``until``.
+    """
 
     operation_type: Text | None = None
     operation_name: Text | None = None
@@ -169,14 +175,13 @@ def to_rows(
     records: list[PerformanceLogIn],
     path_of: Callable[[int], str],
     now: datetime,
-    request: web.Request,
+    limits: Limits,
     depth: int = 2,
 ) -> store.Rows:
     """Check the rules beyond types and turn the records into columns; 400 when any fails.
 
     ``depth`` is the level of ``request_details`` in the body (3 inside a JSON array).
     """
-    limits = request.app[LIMITS]
     keep, max_details = limits.retention, limits.max_details_bytes
     if len(records) == 1 and not problems(
         r := records[0], now=now, retention=keep, max_details_bytes=max_details, depth=depth
@@ -244,10 +249,10 @@ async def _read_rows(request: web.Request) -> tuple[store.Rows, int]:
     now = datetime.now(UTC)
     if ctype == NDJSON:
         records, lines = parse_ndjson(body, limit)
-        return to_rows(records, lambda i: f"line {lines[i]}.", now, request), len(body)
+        return to_rows(records, lambda i: f"line {lines[i]}.", now, limits), len(body)
     records, many = parse_json(body, limit)
     path_of = (lambda i: f"[{i}].") if many else (lambda i: "")
-    return to_rows(records, path_of, now, request, 3 if many else 2), len(body)
+    return to_rows(records, path_of, now, limits, 3 if many else 2), len(body)
 
 
 async def post_logs(request: web.Request) -> web.Response:

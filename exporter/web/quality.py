@@ -51,7 +51,11 @@ class LevelsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class IndicatorIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A quality measurement: give ``score``, or ``total_records`` and ``valid_records``."""
+    """A quality measurement: give ``score``, or ``total_records`` and ``valid_records``.
+
+    The counts go together and valid_records <= total_records; levels.critical <=
+    levels.warning; ``issues`` nests at most 64 levels.
+    """
 
     source: Name
     dataset: Name
@@ -84,7 +88,7 @@ class Indicator(msgspec.Struct, frozen=True):
 
 
 class IndicatorQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of the indicator list."""
+    """Filters of the indicator list; ``cursor`` is a previous page's ``next_cursor``."""
 
     source: Text | None = None
     dataset: Text | None = None
@@ -237,7 +241,8 @@ def setup(app: web.Application) -> None:
     tags = ("quality",)
     api.add(app, Route("POST", "/api/v1/quality-indicators", post_indicators,
                        "Record one quality indicator or an array of them", "write",
-                       body=IndicatorBody, response=Indicator, status=201, tags=tags))  # fmt: skip
+                       body=IndicatorBody, response=(Indicator, Page[Indicator]), status=201,
+                       tags=tags))  # fmt: skip
     api.add(app, Route("GET", "/api/v1/quality-indicators", list_indicators,
                        "List quality indicators, newest first", "read",
                        query=IndicatorQuery, response=Page[Indicator], tags=tags))  # fmt: skip
