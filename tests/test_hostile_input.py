@@ -367,5 +367,11 @@ async def test_numbers_and_sizes_beyond_their_column_are_400_with_the_path(
          notification(am_alert(), am_alert(fingerprint="2", labels={"job": "j" * 201})), JSON,
          "alerts[1].labels.job"),
         ("POST", "/api/v1/alerts", new_alert(service="s" * 201), JSON, "service"),
+        # the summary's avg() over durations near float8's limit overflowed (a 500 on reads)
+        ("POST", "/api/v1/performance-logs", log(duration_ms=1e13), JSON, "duration_ms"),
+        ("POST", "/api/v1/health-metrics", [], JSON, "(body)"),
+        # a time in a query is RFC 3339, as documented, not Unix seconds
+        ("GET", "/api/v1/alerts?since=0.5", None, AUTH, "since"),
+        ("GET", "/api/v1/performance-logs/summary?until=1700000000", None, AUTH, "until"),
     ]  # fmt: skip
     await assert_refused(client, db, cases)
