@@ -21,7 +21,6 @@ from exporter.domain.health import (
     STATUS_CODE,
     Rule,
     Status,
-    check_service,
     classify,
     first_track,
     verdict,
@@ -31,7 +30,6 @@ from exporter.domain.health_push import (
     HealthMetricIn,
     InvalidSample,
     Levels,
-    MetricType,
     to_rule,
     to_samples,
 )
@@ -45,10 +43,12 @@ from exporter.domain.health_records import (
     ThresholdIn,
     ThresholdList,
     ThresholdOut,
+    ThresholdPath,
 )
 from exporter.domain.health_rules import Key, Override, RuleBook, configured_rules
 from exporter.domain.health_series import Evaluated, Sample, Series, SeriesLimit, SeriesStore
 from exporter.domain.health_uptime import UptimeWindow
+from exporter.domain.limits import Text, Timestamp, Version
 from exporter.exposition.health import HealthExposition
 from exporter.inputs.host import HostReader, run_host
 from exporter.inputs.probes import Prober, ProbeResult, run_probes
@@ -75,7 +75,14 @@ from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
 from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, LIFECYCLE, SELF_METRICS
 from exporter.web.pagination import MAX_LIMIT, Page, after_cursor, next_cursor
-from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
+from exporter.web.payload import (
+    decode_json,
+    json_response,
+    media_type,
+    parse_path,
+    parse_query,
+    read_body,
+)
 from exporter.web.quality_checks import overview_of
 
 log = logging.getLogger(__name__)
@@ -83,22 +90,22 @@ TAGS = ("health",)
 
 
 class HealthMetricQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of ``GET /api/v1/health-metrics``."""
+    """Filters of ``GET /api/v1/health-metrics``; ``cursor`` is a page's ``next_cursor``."""
 
-    service: str | None = None
-    metric_type: str | None = None
+    service: Text | None = None
+    metric_type: Text | None = None
     status: Status | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 100
-    cursor: str | None = None
+    cursor: Text | None = None
 
 
 class ThresholdRemoval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Query of ``DELETE /api/v1/thresholds/{service}/{metric_type}``."""
 
     # optimistic concurrency: only remove the stored rule if it is at this version
-    expect_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    expect_version: Version | None = None
 
 
 _push_decoder: msgspec.json.Decoder[PushBody] = msgspec.json.Decoder(PushBody)
@@ -165,8 +172,6 @@ async def post_metrics(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid_body", "the body is not valid", [Detail(exc.path, exc.message)]
         ) from None
-    if not samples:
-        raise ApiError(400, "invalid_body", "the array is empty", [Detail("(body)", "empty")])
     try:
         stored = await app[HEALTH].writer.push(samples)
     except SeriesLimit as exc:
@@ -220,17 +225,8 @@ async def get_thresholds(request: web.Request) -> web.Response:
 
 
 def _threshold_key(request: web.Request) -> Key:
-    service = request.match_info["service"]
-    metric_type = request.match_info["metric_type"]
-    try:
-        check_service(service)
-        msgspec.convert(metric_type, MetricType)
-    except (ValueError, msgspec.ValidationError) as exc:
-        name = "service" if isinstance(exc, ValueError) else "metric_type"
-        raise ApiError(
-            400, "invalid_path", f"the {name} in the path is not valid", [Detail(name, str(exc))]
-        ) from None
-    return service, metric_type
+    path = parse_path(request, ThresholdPath)
+    return path.service, path.metric_type
 
 
 async def put_threshold(request: web.Request) -> web.Response:
@@ -430,7 +426,7 @@ def setup(app: web.Application) -> None:
             "Record one health metric or an array of them",
             "write",
             body=PushBody,
-            response=HealthMetric,
+            response=(HealthMetric, HealthMetricList),
             status=201,
             tags=TAGS,
             responses=bad,
@@ -471,6 +467,7 @@ def setup(app: web.Application) -> None:
             "admin",
             body=ThresholdIn,
             response=ThresholdOut,
+            path_params=ThresholdPath,
             tags=TAGS,
             responses={409: "the rule is not at the expected version"},
         ),
@@ -485,6 +482,7 @@ def setup(app: web.Application) -> None:
             "admin",
             query=ThresholdRemoval,
             response=ThresholdOut,
+            path_params=ThresholdPath,
             tags=TAGS,
             responses={
                 404: "no rule was set through the API",
