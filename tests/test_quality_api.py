@@ -120,7 +120,7 @@ async def test_zero_total_is_stored_as_undefined(
           "measured_at": "2024-05-01T10:00:00"}, "measured_at"),
         ({"source": "s\u0000", "dataset": "d", "dimension": "accuracy", "score": 5}, "source"),
         ({"source": "s", "dataset": "d", "dimension": "accuracy", "score": 5,
-          "issues": ["a\u0000b"]}, "issues"),
+          "issues": ["a\u0000b"]}, "issues[0]"),
         ({"source": "s", "dataset": "d", "dimension": "accuracy",
           "total_records": 2**64, "valid_records": 1}, "total_records"),
     ],

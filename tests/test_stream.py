@@ -140,6 +140,13 @@ async def test_filters_narrow_by_service(make_client: MakeClient, db: asyncpg.Co
     [
         {"type": "subscribe", "channels": ["nope"]},
         {"type": "subscribe", "channels": ["health_metrics"], "after": {"health_metrics": "x"}},
+        # a cursor beyond bigint would fail the replay query: refused like any bad cursor
+        {
+            "type": "subscribe",
+            "channels": ["health_metrics"],
+            "after": {"health_metrics": "9999999999999999999"},
+        },
+        {"type": "subscribe", "channels": ["health_metrics"], "after": {"health_metrics": "١٢"}},
         {"type": "hello"},
     ],
 )

@@ -17,16 +17,24 @@ from exporter.domain.health import (
     to_base,
 )
 from exporter.domain.health_series import Sample
+from exporter.domain.limits import Text, Timestamp
 
 Unit = Literal["s", "ms", "us", "bytes", "kb", "mb", "gb", "ratio", "percent", "count"]
 MetricType = Annotated[
     str, msgspec.Meta(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_METRIC_TYPE)
 ]
-ServiceName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SERVICE)]
+# not blank, no NUL: the pattern states check_service's rule in the OpenAPI document too
+ServiceName = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=MAX_SERVICE, pattern=r"^\s*[^\s\x00][^\x00]*$"),
+]
 
 
 class Levels(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Warning and critical levels in the metric's unit, the bad side, and the hysteresis."""
+    """Warning and critical levels in the metric's unit, the bad side, and the hysteresis.
+
+    Levels are finite in base units, and critical lies beyond warning on the bad side.
+    """
 
     warning: float | None = None
     critical: float | None = None
@@ -35,15 +43,19 @@ class Levels(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class HealthMetricIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One pushed health metric (the seed's ``recordHealthMetric``)."""
+    """One pushed health metric (the seed's ``recordHealthMetric``).
+
+    ``value`` is finite in base units and never negative for a duration (a time unit, or
+    metric_type response_time, latency or duration); ``metadata`` nests at most 64 levels.
+    """
 
     service: ServiceName
     metric_type: MetricType
     value: float
     unit: Unit | None = None
     thresholds: Levels | None = None
-    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
-    recorded_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    metadata: dict[Text, Any] = msgspec.field(default_factory=dict)
+    recorded_at: Timestamp | None = None
 
 
 class InvalidSample(ValueError):

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from exporter.domain.health import Status
-from exporter.domain.health_push import HealthMetricIn, Unit
+from exporter.domain.health_push import HealthMetricIn, MetricType, ServiceName, Unit
+from exporter.domain.limits import Version
 
 
 class HealthMetric(msgspec.Struct, frozen=True):
@@ -38,7 +39,10 @@ class HealthMetricList(msgspec.Struct, frozen=True):
 
 
 class ThresholdIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A rule for ``PUT /api/v1/thresholds/{service}/{metric_type}``; levels in ``unit``."""
+    """A rule for ``PUT /api/v1/thresholds/{service}/{metric_type}``; levels in ``unit``.
+
+    Levels are finite in base units, and critical lies beyond warning on the bad side.
+    """
 
     warning: float | None = None
     critical: float | None = None
@@ -46,7 +50,14 @@ class ThresholdIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     for_: Annotated[int, msgspec.Meta(ge=1, le=1000)] = msgspec.field(default=1, name="for")
     unit: Unit | None = None
     # optimistic concurrency: only replace the stored rule if it is at this version
-    expect_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    expect_version: Version | None = None
+
+
+class ThresholdPath(msgspec.Struct, frozen=True):
+    """The path of ``/api/v1/thresholds/{service}/{metric_type}``."""
+
+    service: ServiceName
+    metric_type: MetricType
 
 
 class ThresholdOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,4 +107,4 @@ class Overview(msgspec.Struct, frozen=True):
     generated_at: datetime
 
 
-PushBody = HealthMetricIn | list[HealthMetricIn]
+PushBody = HealthMetricIn | Annotated[list[HealthMetricIn], msgspec.Meta(min_length=1)]

@@ -8,9 +8,12 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Annotated, Literal
 
 import msgspec
+
+from exporter.domain.limits import MAX_DEPTH, Count, NoNul, Timestamp, join, raw_json_problem
 
 Status = Literal["success", "error", "timeout"]
 STATUSES: tuple[Status, ...] = ("success", "error", "timeout")
@@ -44,23 +47,42 @@ DURATION_BUCKETS: tuple[float, ...] = (
 OperationType = Annotated[
     str, msgspec.Meta(pattern="^[a-z][a-z0-9_]*$", min_length=1, max_length=64)
 ]
+# a million seconds short of 32 years: far beyond any operation, and far enough below
+# float8's range that the summary's avg() over any number of records cannot overflow
+MAX_DURATION_MS = 1e12
+Duration = Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_MS)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+# the sender's JSON text, stored as jsonb without a decode/encode round trip
+Details = Annotated[
+    msgspec.Raw,
+    msgspec.Meta(
+        extra_json_schema={
+            "type": ["object", "null"],
+            "description": f"at most max_request_details_bytes, nested at most {MAX_DEPTH} deep",
+        }
+    ),
+]
 
 
 class PerformanceLogIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One operation record as sent by a client (the seed's ``system_performance_logs`` row)."""
+    """One operation record as sent by a client (the seed's ``system_performance_logs`` row).
+
+    ``recorded_at`` lies within the retention period and at most 5 minutes ahead;
+    ``request_details`` is an object of at most ``performance_logs.max_request_details_bytes``
+    (64 KiB by default) nested at most 64 levels.
+    """
 
     operation_type: OperationType
-    duration_ms: float
+    duration_ms: Duration
     status: Status
-    operation_name: Annotated[str, msgspec.Meta(max_length=500)] | None = None
-    memory_usage_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
-    cpu_usage_percent: float | None = None
-    error_message: Annotated[str, msgspec.Meta(max_length=16384)] | None = None
-    user_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    # kept as the sender's JSON text: stored as jsonb without a decode/encode round trip
-    # (an object, or null for none; msgspec.Raw cannot sit in a union with None)
-    request_details: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
-    recorded_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    operation_name: Annotated[str, NoNul, msgspec.Meta(max_length=500)] | None = None
+    memory_usage_bytes: Count | None = None
+    cpu_usage_percent: NonNegative | None = None
+    error_message: Annotated[str, NoNul, msgspec.Meta(max_length=16384)] | None = None
+    user_id: Annotated[str, NoNul, msgspec.Meta(max_length=200)] | None = None
+    # an object, or null for none (msgspec.Raw cannot sit in a union with None)
+    request_details: Details = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    recorded_at: Timestamp | None = None
 
 
 class Committed(msgspec.Struct, frozen=True):
@@ -132,12 +154,14 @@ def problems(
     now: datetime,
     retention: timedelta,
     max_details_bytes: int,
+    depth: int = 2,
 ) -> list[Problem]:
-    """Every rule ``record`` breaks beyond its types (an empty list when it is valid)."""
+    """Every rule ``record`` breaks beyond its types (an empty list when it is valid);
+    ``depth`` is the level of ``request_details`` in its document (2 in an NDJSON line)."""
     # written for the common case (few optional fields): this runs for every ingested record
     found: list[Problem] = []
-    if not 0.0 <= record.duration_ms < math.inf:  # also false for NaN
-        found.append(Problem("duration_ms", "must be a finite number >= 0"))
+    if not 0.0 <= record.duration_ms <= MAX_DURATION_MS:  # also false for NaN
+        found.append(Problem("duration_ms", f"must be a number from 0 to {MAX_DURATION_MS:g}"))
     cpu = record.cpu_usage_percent
     if cpu is not None and not 0.0 <= cpu < math.inf:
         found.append(Problem("cpu_usage_percent", "must be a finite number >= 0"))
@@ -157,6 +181,8 @@ def problems(
             found.append(Problem("request_details", "must be an object"))
         elif b"\\u0000" in raw and _JSON_NUL.search(raw):
             found.append(Problem("request_details", _NUL))
+        elif bad := raw_json_problem(raw, depth=depth):
+            found.append(Problem(join("request_details", bad[0]), bad[1]))
     at = record.recorded_at
     if at is not None:
         if at > now + CLOCK_SKEW:
@@ -176,6 +202,7 @@ def columns_valid(
     now: datetime,
     retention: timedelta,
     max_details_bytes: int,
+    depth: int = 2,
 ) -> bool:
     """Whether a whole batch keeps the rules of :func:`problems`, checked column by column.
 
@@ -183,7 +210,11 @@ def columns_valid(
     C. It may answer False for a valid batch (a literal ``\\u0000`` in details); callers then
     run :func:`problems` per record, which has the final word and the messages.
     """
-    if durations and not (min(durations) >= 0.0 and math.isfinite(sum(durations))):
+    if durations and not (
+        min(durations) >= 0.0
+        and max(durations) <= MAX_DURATION_MS
+        and math.isfinite(sum(durations))  # NaN makes min and max unreliable
+    ):
         return False
     given_cpus = [c for c in cpus if c is not None]
     if given_cpus and not (min(given_cpus) >= 0.0 and math.isfinite(sum(given_cpus))):
@@ -195,7 +226,15 @@ def columns_valid(
     if given:
         if max(map(len, given)) > max_details_bytes:  # characters <= bytes: rechecked below
             return False
-        if set(map(_first, given)) != {"{"} or "\\u0000" in "".join(given):
+        joined = "".join(given)
+        if set(map(_first, given)) != {"{"} or "\\u0000" in joined:
+            return False
+        # brackets bound the nesting from above: count them per record (in C, through map)
+        # only when they could add up past the limit in the whole batch
+        room = MAX_DEPTH - depth + 1
+        if joined.count("{") + joined.count("[") > room and (
+            max(map(str.count, given, repeat("{"))) + max(map(str.count, given, repeat("["))) > room
+        ):
             return False
         longest = max(map(len, given))
         # UTF-8 takes at most 4 bytes a character: encode only when that could matter
@@ -212,7 +251,8 @@ def _first(text: str) -> str:
 
 
 def details_text(record: PerformanceLogIn) -> str | None:
-    """The request details as JSON text for a jsonb column (None when absent)."""
+    """The request details as JSON text for a jsonb column (None when absent); raises
+    UnicodeDecodeError for invalid UTF-8, which :func:`problems` reports by field."""
     raw = bytes(record.request_details)
     if raw == b"null":
         return None

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from exporter.domain.limits import INT8_MAX
+
 Channel = Literal["health_metrics", "system_alerts", "data_quality"]
 
 
@@ -36,7 +38,7 @@ class Event(msgspec.Struct, frozen=True, tag="event"):
 
 def parse_cursor(value: str) -> int:
     """A stream cursor is the decimal id of the last change the client saw."""
-    if not value.isdigit() or len(value) > 19:
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > INT8_MAX:
         raise ValueError("a cursor is the decimal id of the last change seen")
     return int(value)
 

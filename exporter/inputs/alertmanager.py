@@ -6,30 +6,59 @@ tolerant of every field it does not know (``truncatedAlerts``, future ones).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from exporter.domain import alert as lifecycle
+from exporter.domain.health import MAX_SERVICE
+from exporter.domain.limits import (
+    EARLIEST,
+    LATEST,
+    NoNul,
+    Text,
+    Timestamp,
+    as_utc,
+    join,
+    time_problem,
+    value_problems,
+)
 
-AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
-Fingerprint = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Fingerprint = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=200)]
+# Alertmanager sends Go's zero time (0001-01-01T00:00:00Z) while an alert has no end, so
+# the range of a Timestamp applies only to the end of a resolved alert
+EndsAt = Annotated[
+    datetime,
+    msgspec.Meta(tz=True, extra_json_schema={"description": "RFC 3339; Go's zero time: no end"}),
+]
 # Go's zero time: Alertmanager sends it as endsAt of alerts that have no end yet.
 _ZERO_YEAR = 1
+_LONG_SERVICE = f"must be at most {MAX_SERVICE} characters (it becomes service_name)"
+Labels = Annotated[
+    dict[Text, Text],
+    msgspec.Meta(
+        extra_json_schema={
+            "properties": {"service": {"type": "string", "maxLength": MAX_SERVICE}},
+            "description": f"service (or job, without service) at most {MAX_SERVICE} characters",
+        }
+    ),
+]
 
 
 class WebhookAlert(msgspec.Struct, frozen=True, rename="camel"):
-    """One alert of a notification."""
+    """One alert of a notification.
+
+    ``endsAt`` counts only for a resolved alert, in the range of ``startsAt``.
+    """
 
     status: lifecycle.Signal
-    labels: dict[str, str]
-    starts_at: AwareTime
+    labels: Labels
+    starts_at: Timestamp
     fingerprint: Fingerprint
-    annotations: dict[str, str] = {}
-    ends_at: AwareTime | None = None
-    generator_url: str = msgspec.field(default="", name="generatorURL")
+    annotations: dict[Text, Text] = {}
+    ends_at: EndsAt | None = None
+    generator_url: Text = msgspec.field(default="", name="generatorURL")
 
 
 class Notification(msgspec.Struct, frozen=True, rename="camel"):
@@ -49,16 +78,26 @@ class Notification(msgspec.Struct, frozen=True, rename="camel"):
 decoder = msgspec.json.Decoder(Notification)
 
 
-def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
-    """Map one webhook alert onto our columns (the spec's label mapping)."""
-    labels, annotations, status = alert.labels, alert.annotations, alert.status
-    ends_at = alert.ends_at if status == "resolved" else None
+def _end(alert: WebhookAlert) -> datetime | None:
+    """The end we store: a resolved alert's, unless it is Go's zero time."""
+    ends_at = alert.ends_at if alert.status == "resolved" else None
     if ends_at is not None and ends_at.year <= _ZERO_YEAR:
-        ends_at = None
+        return None
+    return ends_at
+
+
+def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
+    """Map one webhook alert onto our columns (the spec's label mapping).
+
+    Times go to PostgreSQL as JSON text, which it parses only with offsets of at most 15:59:
+    they are sent in UTC (RFC 3339 allows offsets up to 23:59).
+    """
+    labels, annotations, status = alert.labels, alert.annotations, alert.status
+    ends_at = _end(alert)
     # positional: this runs for every alert of every webhook
     return lifecycle.AlertRecord(
         alert.fingerprint,
-        alert.starts_at,
+        as_utc(alert.starts_at),
         status,
         lifecycle.alert_type_of(labels),
         lifecycle.severity_of(labels),
@@ -68,62 +107,35 @@ def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
         labels,
         annotations,
         alert.generator_url or None,
-        ends_at,
+        None if ends_at is None else as_utc(ends_at),
     )
 
 
 def problems(notification: Notification) -> list[tuple[str, str]]:
-    """Values PostgreSQL would refuse (NUL characters), as (path, message), before any write."""
+    """Values that cannot be stored (NUL characters, times out of range) as (path, message),
+    found before any write: a 5xx would make Alertmanager retry the payload forever."""
     found: list[tuple[str, str]] = []
     for i, alert in enumerate(notification.alerts):
-        labels, annotations = alert.labels, alert.annotations
-        # fast path, one scan per alert: almost every alert holds no NUL at all
+        labels, annotations, ends_at = alert.labels, alert.annotations, _end(alert)
+        service = lifecycle.service_of(labels) or ""
+        # fast path, one scan per alert: almost every alert holds no NUL and sane times
         text = "".join((*labels, *labels.values(), *annotations, *annotations.values()))
-        if "\x00" not in text and "\x00" not in alert.fingerprint + alert.generator_url:
+        if (
+            "\x00" not in text
+            and "\x00" not in alert.fingerprint + alert.generator_url
+            and EARLIEST <= alert.starts_at <= LATEST
+            and (ends_at is None or EARLIEST <= ends_at <= LATEST)
+            and len(service) <= MAX_SERVICE
+        ):
             continue
         where = f"alerts[{i}]"
-        for field, mapping in (("labels", alert.labels), ("annotations", alert.annotations)):
-            for name, value in mapping.items():
-                if "\x00" in name:
-                    found.append((f"{where}.{field}", f"label name {name!r} contains NUL"))
-                if "\x00" in value:
-                    found.append((f"{where}.{field}.{name}", "contains a NUL character (\\u0000)"))
-        for field, text in (
-            ("fingerprint", alert.fingerprint),
-            ("generatorURL", alert.generator_url),
-        ):
-            if "\x00" in text:
-                found.append((f"{where}.{field}", "contains a NUL character (\\u0000)"))
+        # endsAt is judged as stored (Go's zero time stands for "no end")
+        found += [(join(where, p), m) for p, m in value_problems(alert) if p != "endsAt"]
+        problem = None if ends_at is None else time_problem(ends_at)
+        if problem:
+            found.append((f"{where}.endsAt", problem))
+        if len(service) > MAX_SERVICE:
+            # it becomes service_name, which is indexed (a btree entry holds at most 2704 bytes)
+            label = "service" if labels.get("service") else "job"
+            found.append((f"{where}.labels.{label}", _LONG_SERVICE))
     return found
-
-
-def unrepresentable(body: bytes) -> tuple[str, str] | None:
-    """Where a body that msgspec refused holds a string PostgreSQL cannot store, if it does.
-
-    msgspec refuses lone UTF-16 surrogates (``"\\ud800"``) with an unhelpful message; the
-    standard library accepts them, so it can locate the field for a clear 400.
-    """
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return _find_bad_string(document, "")
-
-
-def _find_bad_string(node: Any, path: str) -> tuple[str, str] | None:
-    if isinstance(node, str):
-        if any("\ud800" <= ch <= "\udfff" for ch in node):
-            return (path or "(body)", "contains a lone UTF-16 surrogate, which cannot be stored")
-        return None
-    if isinstance(node, dict):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            found = _find_bad_string(key, where) or _find_bad_string(value, where)
-            if found:
-                return found
-    if isinstance(node, list):
-        for i, value in enumerate(node):
-            found = _find_bad_string(value, f"{path}[{i}]")
-            if found:
-                return found
-    return None

@@ -18,23 +18,44 @@ from exporter.storage.migrate import MigrationsPending, SchemaTooNew, inspect, m
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "the database is not there right now", as opposed to a bad statement.
+# Errors that mean "the database is not there right now", as opposed to a bad statement:
+# a retry later can succeed, so the caller answers 503 with Retry-After.
 _OUTAGE = (
     OSError,
     TimeoutError,
+    # the connection is gone or was never there (08xxx, ConnectionDoesNotExistError)
     asyncpg.PostgresConnectionError,
+    # the client side of a connection in churn: "connection is closed", "pool is closing",
+    # "another operation is in progress"
     asyncpg.InterfaceError,
+    # the protocol caught mid-operation by a dying connection: "cannot switch to state …"
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
+    # 57xxx: terminated by an administrator, crash shutdown, statement timeout
     asyncpg.exceptions.OperatorInterventionError,
+    # 53xxx: out of connections, memory or disk
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # 40xxx: a deadlock or serialization failure rolled the transaction back
+    asyncpg.exceptions.TransactionRollbackError,
+    # 58xxx: an I/O error on the server
+    asyncpg.exceptions.PostgresSystemError,
+    # a replica promoted or a primary demoted under us
     asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+# InterfaceErrors that are about the statement or the configuration, never an outage: a
+# retry would fail the same way, forever
+_NOT_OUTAGE = (
+    asyncpg.exceptions._base.DataError,
+    asyncpg.exceptions._base.ClientConfigurationError,
+    asyncpg.exceptions._base.UnsupportedClientFeatureError,
+    asyncpg.exceptions._base.UnsupportedServerFeatureError,
 )
 
 
 def is_outage(exc: BaseException) -> bool:
     """True when an exception means the database is unreachable or refusing work."""
-    return isinstance(exc, _OUTAGE)
+    return isinstance(exc, _OUTAGE) and not isinstance(exc, _NOT_OUTAGE)
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
@@ -228,7 +249,15 @@ class Database:
             raise StorageUnavailable("database is not connected yet")
         try:
             async with self.pool.acquire(timeout=self.config.acquire_timeout.seconds) as conn:
-                yield conn
+                try:
+                    yield conn
+                except BaseException as exc:
+                    if is_outage(exc) or isinstance(exc, StorageUnavailable):
+                        # the protocol may be stuck mid-operation, and with no reset query
+                        # on release (PooledConnection) nothing would notice: never hand
+                        # such a connection to the next request, the pool opens a new one
+                        conn.terminate()
+                    raise
         except StorageUnavailable:
             raise
         except Exception as exc:

@@ -18,7 +18,13 @@ RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class Route:
-    """One HTTP route with what it needs and takes: the single source for routing and docs."""
+    """One HTTP route with what it needs and takes: the single source for routing and docs.
+
+    ``body``, ``query`` and ``path_params`` are the types that validate the request,
+    ``response`` the type of a success (a tuple of types when the shape depends on the
+    request: msgspec cannot describe a union of untagged Structs), ``messages`` the first
+    message a WebSocket client sends.
+    """
 
     method: str
     path: str
@@ -32,6 +38,8 @@ class Route:
     content_types: tuple[str, ...] = ("application/json",)
     tags: tuple[str, ...] = ()
     responses: dict[int, str] = field(default_factory=dict)
+    path_params: Any = None
+    messages: Any = None
 
 
 class Api:
@@ -57,13 +65,13 @@ class Api:
         """An OpenAPI 3.1 document generated from the same types that validate requests."""
         types: list[Any] = [ErrorEnvelope]
         for r in self.routes:
-            types += [t for t in (r.body, r.response, r.query) if t is not None]
+            types += [t for t in (r.body, r.query, r.path_params, r.messages) if t is not None]
+            types += _alternatives(r.response)
         schemas, components = msgspec.json.schema_components(
             types, ref_template="#/components/schemas/{name}"
         )
         refs = dict(zip([id(t) for t in types], schemas, strict=True))
         paths: dict[str, dict[str, Any]] = {}
-        error_ref = {"$ref": "#/components/schemas/ErrorEnvelope"}
         for r in self.routes:
             op: dict[str, Any] = {
                 "summary": r.summary,
@@ -71,19 +79,12 @@ class Api:
                 "tags": list(r.tags),
                 "responses": {},
             }
+            if r.handler.__doc__:
+                op["description"] = r.handler.__doc__.strip()
             if r.scope is not None:
                 op["security"] = [{"bearer": [r.scope]}]
-            params = [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in _path_params(r.path)
-            ]
-            if r.query is not None:
-                props = components[r.query.__name__].get("properties", {})
-                required = set(components[r.query.__name__].get("required", []))
-                params += [
-                    {"name": name, "in": "query", "required": name in required, "schema": schema}
-                    for name, schema in props.items()
-                ]
+            params = _parameters(components, r.path_params, "path")
+            params += _parameters(components, r.query, "query")
             if params:
                 op["parameters"] = params
             if r.body is not None:
@@ -91,19 +92,17 @@ class Api:
                     "required": True,
                     "content": {ct: {"schema": refs[id(r.body)]} for ct in r.content_types},
                 }
+            if r.messages is not None:
+                # OpenAPI has no words for a WebSocket: the subscribe message as an extension
+                op["x-websocket-client-message"] = refs[id(r.messages)]
             ok: dict[str, Any] = {"description": "success"}
-            if r.response is not None:
-                ok["content"] = {"application/json": {"schema": refs[id(r.response)]}}
+            shapes = [refs[id(t)] for t in _alternatives(r.response)]
+            if shapes:
+                schema = shapes[0] if len(shapes) == 1 else {"anyOf": shapes}
+                ok["content"] = {"application/json": {"schema": schema}}
             op["responses"][str(r.status)] = ok
-            codes = {400: "invalid request", 503: "storage unavailable"}
-            if r.scope is not None:
-                codes |= {401: "missing or invalid token", 403: "token lacks the scope"}
-            codes |= r.responses
-            for code, text in sorted(codes.items()):
-                op["responses"][str(code)] = {
-                    "description": text,
-                    "content": {"application/json": {"schema": error_ref}},
-                }
+            for code, text in sorted(_errors(r).items()):
+                op["responses"][str(code)] = _error_response(code, text)
             paths.setdefault(r.path, {})[r.method.lower()] = op
         return {
             "openapi": "3.1.0",
@@ -116,12 +115,60 @@ class Api:
         }
 
 
-def _path_params(path: str) -> list[str]:
-    names = []
-    for part in path.split("/"):
-        if part.startswith("{") and part.endswith("}"):
-            names.append(part[1:-1].split(":")[0])
-    return names
+def _alternatives(response: Any) -> list[Any]:
+    if response is None:
+        return []
+    return list(response) if isinstance(response, tuple) else [response]
+
+
+def _parameters(components: dict[str, Any], tp: Any, where: str) -> list[dict[str, Any]]:
+    """The fields of a path or query Struct as OpenAPI parameters, with their constraints."""
+    if tp is None:
+        return []
+    component = components[tp.__name__]
+    required = set(component.get("required", []))
+    return [
+        {
+            "name": name,
+            "in": where,
+            "required": where == "path" or name in required,
+            "schema": schema,
+        }
+        for name, schema in component.get("properties", {}).items()
+    ]
+
+
+def _errors(r: Route) -> dict[int, str]:
+    """Every error status a route can answer, and why."""
+    codes = {400: "invalid request: the details name the field", 503: "storage unavailable"}
+    if r.scope is not None:
+        codes |= {401: "missing or invalid token", 403: "the token lacks the scope"}
+    if r.path_params is not None:
+        codes[404] = "no such resource"
+    if r.body is not None:
+        codes |= {413: "the body exceeds its limit", 415: "unsupported content type or encoding"}
+    return codes | r.responses
+
+
+# headers an error response always carries
+_ERROR_HEADERS = {
+    401: {"WWW-Authenticate": "Bearer challenge"},
+    503: {"Retry-After": "seconds to wait before retrying"},
+}
+
+
+def _error_response(code: int, text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": text,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    headers = _ERROR_HEADERS.get(code)
+    if headers:
+        out["headers"] = {
+            name: {"description": about, "required": True, "schema": {"type": "string"}}
+            for name, about in headers.items()
+        }
+    return out
 
 
 API = web.AppKey("api", Api)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
-from exporter.domain.health import Status, check_service
+from exporter.domain.health import Status
 from exporter.domain.health_push import (
     HealthMetricIn,
     InvalidSample,
     Levels,
-    MetricType,
     to_rule,
     to_samples,
 )
@@ -26,9 +24,11 @@ from exporter.domain.health_records import (
     ThresholdIn,
     ThresholdList,
     ThresholdOut,
+    ThresholdPath,
 )
 from exporter.domain.health_rules import Key
 from exporter.domain.health_series import SeriesLimit
+from exporter.domain.limits import Text, Timestamp, Version
 from exporter.features import health, overview
 from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.features.health import HEALTH, Health
@@ -37,29 +37,36 @@ from exporter.storage.thresholds import NoOverride, VersionConflict
 from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail
 from exporter.web.pagination import MAX_LIMIT, Page, after_cursor, next_cursor
-from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
+from exporter.web.payload import (
+    decode_json,
+    json_response,
+    media_type,
+    parse_path,
+    parse_query,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 TAGS = ("health",)
 
 
 class HealthMetricQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of ``GET /api/v1/health-metrics``."""
+    """Filters of ``GET /api/v1/health-metrics``; ``cursor`` is a page's ``next_cursor``."""
 
-    service: str | None = None
-    metric_type: str | None = None
+    service: Text | None = None
+    metric_type: Text | None = None
     status: Status | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 100
-    cursor: str | None = None
+    cursor: Text | None = None
 
 
 class ThresholdRemoval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Query of ``DELETE /api/v1/thresholds/{service}/{metric_type}``."""
 
     # optimistic concurrency: only remove the stored rule if it is at this version
-    expect_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    expect_version: Version | None = None
 
 
 _push_decoder: msgspec.json.Decoder[PushBody] = msgspec.json.Decoder(PushBody)
@@ -90,8 +97,6 @@ async def post_metrics(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid_body", "the body is not valid", [Detail(exc.path, exc.message)]
         ) from None
-    if not samples:
-        raise ApiError(400, "invalid_body", "the array is empty", [Detail("(body)", "empty")])
     try:
         stored = await health.push(app, samples)
     except SeriesLimit as exc:
@@ -146,17 +151,8 @@ async def get_thresholds(request: web.Request) -> web.Response:
 
 
 def _threshold_key(request: web.Request) -> Key:
-    service = request.match_info["service"]
-    metric_type = request.match_info["metric_type"]
-    try:
-        check_service(service)
-        msgspec.convert(metric_type, MetricType)
-    except (ValueError, msgspec.ValidationError) as exc:
-        name = "service" if isinstance(exc, ValueError) else "metric_type"
-        raise ApiError(
-            400, "invalid_path", f"the {name} in the path is not valid", [Detail(name, str(exc))]
-        ) from None
-    return service, metric_type
+    path = parse_path(request, ThresholdPath)
+    return path.service, path.metric_type
 
 
 async def put_threshold(request: web.Request) -> web.Response:
@@ -222,7 +218,7 @@ def setup(app: web.Application) -> None:
             "Record one health metric or an array of them",
             "write",
             body=PushBody,
-            response=HealthMetric,
+            response=(HealthMetric, HealthMetricList),
             status=201,
             tags=TAGS,
             responses=bad,
@@ -263,6 +259,7 @@ def setup(app: web.Application) -> None:
             "admin",
             body=ThresholdIn,
             response=ThresholdOut,
+            path_params=ThresholdPath,
             tags=TAGS,
             responses={409: "the rule is not at the expected version"},
         ),
@@ -277,6 +274,7 @@ def setup(app: web.Application) -> None:
             "admin",
             query=ThresholdRemoval,
             response=ThresholdOut,
+            path_params=ThresholdPath,
             tags=TAGS,
             responses={
                 404: "no rule was set through the API",

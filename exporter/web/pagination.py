@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
+from exporter.domain.limits import INT8_MAX, Timestamp, time_problem
 from exporter.web.errors import ApiError, Detail
 
 T = TypeVar("T")
@@ -27,8 +28,8 @@ class Page(msgspec.Struct, Generic[T], frozen=True):
 class Position(msgspec.Struct, frozen=True, array_like=True):
     """Where the previous page ended: the last row's time and id."""
 
-    at: datetime
-    id: int
+    at: Timestamp
+    id: Annotated[int, msgspec.Meta(ge=0, le=INT8_MAX)]
 
 
 def encode_cursor(at: datetime, row_id: int) -> str:
@@ -41,11 +42,14 @@ def decode_cursor(cursor: str) -> Position:
     """The position a cursor names; 400 ``invalid_query`` when it is not one of ours."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=Position)
+        position = msgspec.json.decode(raw, type=Position)
     except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        position = None
+    if position is None or time_problem(position.at):
         raise ApiError(
             400, "invalid_query", "the cursor is not valid", [Detail("cursor", "not a cursor")]
-        ) from None
+        )
+    return position
 
 
 def after_cursor(cursor: str | None) -> tuple[datetime, int] | None:

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from exporter.config import Config
+from exporter.domain.limits import Text, Timestamp
 from exporter.domain.performance_log import (
     Committed,
     OperationSummary,
@@ -40,6 +41,8 @@ from exporter.web.payload import (
     media_type,
     parse_query,
     read_body,
+    too_deep,
+    unstorable,
 )
 
 log = logging.getLogger(__name__)
@@ -75,27 +78,33 @@ Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
 
 
 class LogQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Filters of GET /api/v1/performance-logs (time windows are [since, until))."""
+    """Filters of GET /api/v1/performance-logs (time windows are [since, until)).
 
-    operation_type: str | None = None
-    operation_name: str | None = None
+    ``cursor`` is a previous page's ``next_cursor``.
+    """
+
+    operation_type: Text | None = None
+    operation_name: Text | None = None
     status: Status | None = None
-    user_id: str | None = None
+    user_id: Text | None = None
     min_duration_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
-    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     limit: Limit = DEFAULT_LIMIT
-    cursor: str | None = None
+    cursor: Text | None = None
 
 
 class SummaryQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Window and filters of the summary; the window defaults to the last hour."""
+    """Window and filters of the summary; the window defaults to the last hour.
 
-    operation_type: str | None = None
-    operation_name: str | None = None
-    user_id: str | None = None
-    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
-    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    ``since`` lies before ``until``.
+    """
+
+    operation_type: Text | None = None
+    operation_name: Text | None = None
+    user_id: Text | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     limit: Limit = DEFAULT_LIMIT
 
 
@@ -109,6 +118,10 @@ def _too_many(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"a request may hold at most {limit} records")
 
 
+def _bad_line(n: int, detail: Detail) -> ApiError:
+    return ApiError(400, "invalid_body", f"line {n} is not a valid record", [detail])
+
+
 def parse_ndjson(body: bytes, max_records: int) -> tuple[list[PerformanceLogIn], list[int]]:
     """The records of an NDJSON body and their line numbers; 400 naming the first bad line."""
     numbered = [(n, line) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
@@ -120,29 +133,33 @@ def parse_ndjson(body: bytes, max_records: int) -> tuple[list[PerformanceLogIn],
         records = _many.decode(b"[" + b",".join(line for _, line in numbered) + b"]")
         if len(records) == len(numbered):
             return records, lines
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         pass
     records = []
     for n, line in numbered:
+        where = f"line {n}"
         try:
             records.append(_one.decode(line))
         except msgspec.ValidationError as exc:
-            raise ApiError(
-                400, "invalid_body", f"line {n} is not a valid record", [located(exc, f"line {n}")]
-            ) from None
+            raise _bad_line(n, located(exc, where)) from None
         except msgspec.DecodeError as exc:
+            bad = unstorable(line, where)
+            if bad is not None:
+                raise _bad_line(n, bad) from None
             raise ApiError(
                 400,
                 "malformed_json",
                 f"line {n} is not well-formed JSON",
-                [Detail(f"line {n}", str(exc))],
+                [Detail(where, str(exc))],
             ) from None
+        except RecursionError:
+            raise _bad_line(n, too_deep(line, where)) from None
     return records, lines
 
 
 def parse_json(body: bytes, max_records: int) -> tuple[list[PerformanceLogIn], bool]:
     """The records of a JSON body (one object or an array) and whether it was an array."""
-    decoded = decode_json(body, _one_or_many)
+    decoded = decode_json(body, _one_or_many, check=False)  # to_rows checks, column-wise
     if isinstance(decoded, PerformanceLogIn):
         return [decoded], False
     if len(decoded) > max_records:
@@ -154,13 +171,16 @@ def to_rows(
     records: list[PerformanceLogIn],
     path_of: Callable[[int], str],
     now: datetime,
-    request: web.Request,
+    limits: Limits,
+    depth: int = 2,
 ) -> store.Rows:
-    """Check the rules beyond types and turn the records into columns; 400 when any fails."""
-    limits = request.app[LIMITS]
+    """Check the rules beyond types and turn the records into columns; 400 when any fails.
+
+    ``depth`` is the level of ``request_details`` in the body (3 inside a JSON array).
+    """
     keep, max_details = limits.retention, limits.max_details_bytes
     if len(records) == 1 and not problems(
-        r := records[0], now=now, retention=keep, max_details_bytes=max_details
+        r := records[0], now=now, retention=keep, max_details_bytes=max_details, depth=depth
     ):
         return store.Rows(
             [r.operation_type], [r.operation_name], [r.duration_ms], [r.memory_usage_bytes],
@@ -168,33 +188,40 @@ def to_rows(
             [details_text(r)], [r.recorded_at],
         )  # fmt: skip
     # column by column: list comprehensions are several times faster than appends per row
-    rows = store.Rows(
-        [r.operation_type for r in records],
-        [r.operation_name for r in records],
-        [r.duration_ms for r in records],
-        [r.memory_usage_bytes for r in records],
-        [r.cpu_usage_percent for r in records],
-        [r.status for r in records],
-        [r.error_message for r in records],
-        [r.user_id for r in records],
-        [details_text(r) for r in records],
-        [r.recorded_at for r in records],
-    )
-    texts = (rows.operation_name, rows.error_message, rows.user_id)
-    if columns_valid(
-        rows.duration_ms, rows.cpu_usage_percent, texts, rows.request_details,
-        rows.recorded_at, now=now, retention=keep, max_details_bytes=max_details,
-    ):  # fmt: skip
-        return rows
+    rows: store.Rows | None = None
+    try:
+        rows = store.Rows(
+            [r.operation_type for r in records],
+            [r.operation_name for r in records],
+            [r.duration_ms for r in records],
+            [r.memory_usage_bytes for r in records],
+            [r.cpu_usage_percent for r in records],
+            [r.status for r in records],
+            [r.error_message for r in records],
+            [r.user_id for r in records],
+            [details_text(r) for r in records],
+            [r.recorded_at for r in records],
+        )
+        texts = (rows.operation_name, rows.error_message, rows.user_id)
+        if columns_valid(
+            rows.duration_ms, rows.cpu_usage_percent, texts, rows.request_details,
+            rows.recorded_at, now=now, retention=keep, max_details_bytes=max_details,
+            depth=depth,
+        ):  # fmt: skip
+            return rows
+    except UnicodeDecodeError:
+        pass  # request_details that are not UTF-8: problems() names the record
     # something is wrong: name every problem, record by record
     details: list[Detail] = []
     for i, record in enumerate(records):
-        for problem in problems(record, now=now, retention=keep, max_details_bytes=max_details):
-            details.append(Detail(f"{path_of(i)}{problem.field}", problem.message))
+        found = problems(
+            record, now=now, retention=keep, max_details_bytes=max_details, depth=depth
+        )
+        details += [Detail(f"{path_of(i)}{p.field}", p.message) for p in found]
         if len(details) >= _MAX_DETAILS:
             break
-    if not details:  # the fast check is conservative (e.g. durations summing past 1e308)
-        return rows
+    if not details and rows is not None:
+        return rows  # the fast check is conservative (e.g. durations summing past 1e308)
     raise ApiError(
         400, "invalid_body", "some records are not valid; none was stored", details[:_MAX_DETAILS]
     )
@@ -218,10 +245,10 @@ async def _read_rows(request: web.Request) -> tuple[store.Rows, int]:
     now = datetime.now(UTC)
     if ctype == NDJSON:
         records, lines = parse_ndjson(body, limit)
-        return to_rows(records, lambda i: f"line {lines[i]}.", now, request), len(body)
+        return to_rows(records, lambda i: f"line {lines[i]}.", now, limits), len(body)
     records, many = parse_json(body, limit)
     path_of = (lambda i: f"[{i}].") if many else (lambda i: "")
-    return to_rows(records, path_of, now, request), len(body)
+    return to_rows(records, path_of, now, limits, 3 if many else 2), len(body)
 
 
 async def post_logs(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from exporter.config.quality import DEFAULT_LEVELS
 from exporter.domain import quality as q
+from exporter.domain.limits import Count, NoNul, Text, Timestamp
 from exporter.features import quality
 from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.storage import quality as storage
@@ -26,11 +27,8 @@ from exporter.web.payload import decode_json, json_response, media_type, parse_q
 log = logging.getLogger(__name__)
 
 TABLE = "data_quality_indicators"
-MAX_COUNT = 2**63 - 1
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Name = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=200)]
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
-Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
-AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class LevelsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -41,7 +39,11 @@ class LevelsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class IndicatorIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A quality measurement: give ``score``, or ``total_records`` and ``valid_records``."""
+    """A quality measurement: give ``score``, or ``total_records`` and ``valid_records``.
+
+    The counts go together and valid_records <= total_records; levels.critical <=
+    levels.warning; ``issues`` nests at most 64 levels.
+    """
 
     source: Name
     dataset: Name
@@ -51,7 +53,7 @@ class IndicatorIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     score: Percent | None = None
     issues: list[Any] = msgspec.field(default_factory=list)
     levels: LevelsIn | None = None
-    measured_at: AwareTime | None = None
+    measured_at: Timestamp | None = None
 
 
 class Indicator(msgspec.Struct, frozen=True):
@@ -74,21 +76,21 @@ class Indicator(msgspec.Struct, frozen=True):
 
 
 class IndicatorQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of the indicator list."""
+    """Filters of the indicator list; ``cursor`` is a previous page's ``next_cursor``."""
 
-    source: str | None = None
-    dataset: str | None = None
+    source: Text | None = None
+    dataset: Text | None = None
     dimension: q.Dimension | None = None
-    since: AwareTime | None = None
-    until: AwareTime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
-    cursor: str | None = None
+    cursor: Text | None = None
 
 
 class OverviewQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Only measurements since this time take part (default: all stored)."""
 
-    since: AwareTime | None = None
+    since: Timestamp | None = None
 
 
 IndicatorBody = IndicatorIn | list[IndicatorIn]
@@ -111,17 +113,11 @@ def _validate(item: IndicatorIn, path: str) -> list[Detail]:
         problems.append(Detail(path + "score", "give score, or total_records and valid_records"))
     if item.levels is not None and item.levels.critical > item.levels.warning:
         problems.append(Detail(path + "levels.critical", "must not be above warning"))
-    for name in ("source", "dataset"):
-        if "\x00" in getattr(item, name):
-            problems.append(Detail(path + name, "must not contain NUL characters"))
     return problems
 
 
-def _new_row(item: IndicatorIn, path: str) -> storage.NewIndicator:
+def _new_row(item: IndicatorIn) -> storage.NewIndicator:
     issues = msgspec.json.encode(item.issues).decode()
-    if "\\u0000" in issues:
-        raise ApiError(400, "invalid_body", "the body is not valid",
-                       [Detail(path + "issues", "must not contain NUL characters")])  # fmt: skip
     score = item.score
     if score is None and item.total_records is not None and item.valid_records is not None:
         score = q.score_of(item.total_records, item.valid_records)
@@ -162,7 +158,7 @@ async def post_indicators(request: web.Request) -> web.Response:
         problems = [d for item, p in zip(items, prefix, strict=True) for d in _validate(item, p)]
         if problems:
             raise ApiError(400, "invalid_body", "the body is not valid", problems)
-        rows = [_new_row(item, p) for item, p in zip(items, prefix, strict=True)]
+        rows = [_new_row(item) for item in items]
     except ApiError:
         rejected.labels(TABLE, "invalid").inc()
         raise
@@ -205,7 +201,8 @@ def setup(app: web.Application) -> None:
     tags = ("quality",)
     api.add(app, Route("POST", "/api/v1/quality-indicators", post_indicators,
                        "Record one quality indicator or an array of them", "write",
-                       body=IndicatorBody, response=Indicator, status=201, tags=tags))  # fmt: skip
+                       body=IndicatorBody, response=(Indicator, Page[Indicator]), status=201,
+                       tags=tags))  # fmt: skip
     api.add(app, Route("GET", "/api/v1/quality-indicators", list_indicators,
                        "List quality indicators, newest first", "read",
                        query=IndicatorQuery, response=Page[Indicator], tags=tags))  # fmt: skip
