@@ -4,6 +4,7 @@ StorageUnavailable, and gives up on stuck statements at the drain deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,19 @@ _NOT_OUTAGE = (
 def is_outage(exc: BaseException) -> bool:
     """True when an exception means the database is unreachable or refusing work."""
     return isinstance(exc, _OUTAGE) and not isinstance(exc, _NOT_OUTAGE)
+
+
+def _keep_cancelled(exc: BaseException | None = None) -> None:
+    """Raise CancelledError if this task is being cancelled.
+
+    A statement cancelled mid-flight leaves the connection busy, so the ROLLBACK or release
+    that follows fails (InterfaceError: another operation is in progress); that error must
+    not replace the cancellation, or a loop being stopped would take it for a failed run and
+    go on, and the app's shutdown would wait for it forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from exc
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
@@ -252,15 +266,20 @@ class Database:
                 try:
                     yield conn
                 except BaseException as exc:
-                    if is_outage(exc) or isinstance(exc, StorageUnavailable):
+                    if is_outage(exc) or isinstance(
+                        exc, (StorageUnavailable, asyncio.CancelledError)
+                    ):
                         # the protocol may be stuck mid-operation, and with no reset query
                         # on release (PooledConnection) nothing would notice: never hand
                         # such a connection to the next request, the pool opens a new one
-                        conn.terminate()
+                        with contextlib.suppress(asyncpg.InterfaceError):  # released already
+                            conn.terminate()
                     raise
         except StorageUnavailable:
+            _keep_cancelled()
             raise
         except Exception as exc:
+            _keep_cancelled(exc)
             if is_outage(exc):
                 raise StorageUnavailable(f"database unavailable: {type(exc).__name__}") from exc
             raise
@@ -273,8 +292,10 @@ class Database:
                 async with conn.transaction():
                     yield conn
             except StorageUnavailable:
+                _keep_cancelled()
                 raise
             except Exception as exc:
+                _keep_cancelled(exc)
                 if is_outage(exc):
                     raise StorageUnavailable(f"database unavailable: {type(exc).__name__}") from exc
                 raise
