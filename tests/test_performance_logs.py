@@ -250,11 +250,17 @@ async def test_exposition_histogram_and_counters(make_client: MakeClient) -> Non
     client = await make_client(OPEN)
     await client.post(URL, json=[rec(0, duration_ms=3), rec(1, duration_ms=3000, status="error")])
     await client.post(URL, json=[rec(1, duration_ms=-3)])
-    text = await (await client.get("/metrics")).text()
-    assert (
+    bucket = (
         'monitoring_operation_duration_seconds_bucket{le="0.005",'
         'operation_type="api_call",status="success"} 1.0'
-    ) in text
+    )
+
+    # the histogram is the database's: every replica reads it within a second
+    async def counted() -> bool:
+        return bucket in await (await client.get("/metrics")).text()
+
+    await eventually(counted, timeout=3)
+    text = await (await client.get("/metrics")).text()
     assert (
         'monitoring_operation_duration_seconds_count{operation_type="api_call",status="error"} 1.0'
     ) in text

@@ -186,8 +186,13 @@ class Leadership:
 
     def _end(self) -> None:
         if self.epoch is not None:
-            log.warning(
-                "this replica no longer leads", extra={"replica": self.replica, "epoch": self.epoch}
+            task = asyncio.current_task()
+            stopping = task is not None and task.cancelling() > 0
+            # stepping down at shutdown is the plan; losing the lease otherwise is news
+            log.log(
+                logging.INFO if stopping else logging.WARNING,
+                "this replica no longer leads",
+                extra={"replica": self.replica, "epoch": self.epoch},
             )
         self.epoch, self.since = None, None
 

@@ -60,12 +60,15 @@ async def _checks(app: web.Application) -> dict[str, dict[str, Any]]:
     checks["migrations"] = {"ok": db.migrated}
     if db.migrations_error:
         checks["migrations"]["error"] = db.migrations_error
-    checks["listener"] = (
-        await _listener(app) if checks["database"]["ok"] else {"ok": app[LISTENER].connected}
-    )
-    checks["views"] = {"ok": app[VIEWS].ready}
-    failing = app[SUPERVISOR].unhealthy()
-    checks["tasks"] = {"ok": not failing, **({"failing": failing} if failing else {})}
+    if not db.migrated:
+        # nothing below can work before the schema is there: name the cause, not its echoes
+        waiting = {"ok": None, "skipped": "waiting for the database and its migrations"}
+        checks["listener"] = checks["views"] = checks["tasks"] = waiting
+    else:
+        checks["listener"] = await _listener(app)
+        checks["views"] = {"ok": app[VIEWS].ready}
+        failing = app[SUPERVISOR].unhealthy()
+        checks["tasks"] = {"ok": not failing, **({"failing": failing} if failing else {})}
     checks["shutdown"] = {"ok": not app[LIFECYCLE].draining}
     return checks
 
@@ -74,7 +77,7 @@ async def readyz(request: web.Request) -> web.Response:
     """200 when this replica can serve correct answers; else 503 naming what failed."""
     app = request.app
     checks = await _checks(app)
-    failed = [name for name, check in checks.items() if not check["ok"]]
+    failed = [name for name, check in checks.items() if check["ok"] is False]
     body: dict[str, Any] = {"status": "unavailable" if failed else "ok"}
     if failed:
         body["failed"] = failed

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,9 +35,22 @@ def _server(url: str) -> tuple[str, int]:
 
 
 @pytest.fixture
-async def pooled(tmp_path: Path, writer_url: str) -> AsyncIterator[str]:
+def workdir() -> Iterator[Path]:
+    """A folder PgBouncer may use: it refuses to run as root, and then runs as nobody."""
+    path = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def pooled(writer_url: str, workdir: Path) -> AsyncIterator[str]:
     """PgBouncer in transaction mode in front of this test's database; its URL for the writer."""
     pgbouncer = peers.peer("pgbouncer")
+    tmp_path = workdir
+    argv = [pgbouncer.path]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     host, port = _server(writer_url)
     parts = urlsplit(writer_url)
     database, user = parts.path.lstrip("/"), parts.username or "postgres"
@@ -59,7 +75,7 @@ pidfile = {tmp_path / "pgbouncer.pid"}
 """
     )
     proc = await asyncio.create_subprocess_exec(
-        pgbouncer.path,
+        *argv,
         str(tmp_path / "pgbouncer.ini"),
         env=pgbouncer.env,
         stdout=asyncio.subprocess.DEVNULL,
@@ -78,7 +94,8 @@ pidfile = {tmp_path / "pgbouncer.pid"}
         await eventually(up, timeout=10)
         yield url
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         await proc.wait()
 
 
