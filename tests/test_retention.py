@@ -91,6 +91,37 @@ async def test_a_pass_deletes_expired_rows_of_the_other_tables(
         "system_health_metrics": 1,
         "data_quality_indicators": 0,
         "system_alerts": 1,
+        "idempotency_keys": 0,
+        "health_series": 0,
     }
     assert await db.fetchval("SELECT count(*) FROM monitoring.system_health_metrics") == 1
     assert await db.fetchval("SELECT fingerprint FROM monitoring.system_alerts") == "f2"
+
+
+async def test_idempotency_keys_live_at_least_a_day_and_at_most_the_configured_number(
+    database: Database, db: asyncpg.Connection
+) -> None:
+    now = datetime.now(UTC)
+    await db.execute(
+        "INSERT INTO monitoring.idempotency_keys (principal, key, route, request_hash, status,"
+        " response, created_at) SELECT 'p', 'k' || i, 'POST /x', '', 200, '', $1::timestamptz - i * interval"
+        " '1 second' FROM generate_series(1, 12000) AS i",
+        now - timedelta(hours=1),
+    )
+    await db.execute(
+        "INSERT INTO monitoring.idempotency_keys (principal, key, route, request_hash, status,"
+        " response, created_at) VALUES ('p', 'old', 'POST /x', '', 200, '', $1)",
+        now - timedelta(hours=25),
+    )
+    config = parse_config({"retention": {"idempotency_max_keys": 10000}}).retention
+    done = await run(database, config, now)
+    assert done.rows_deleted is not None
+    assert done.rows_deleted["idempotency_keys"] == 1  # the day-old one
+    # past the bound the oldest go, even within the day: 10,000 stay, the newest
+    assert await db.fetchval("SELECT count(*) FROM monitoring.idempotency_keys") == 10000
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM monitoring.idempotency_keys WHERE key IN ('k1', 'k10000')"
+        )
+        == 2
+    )

@@ -24,8 +24,10 @@ from exporter.features.core import CONFIG, DATABASE, EXPOSITION, LEADERSHIP, SEL
 from exporter.features.leader import Job, Run
 from exporter.features.views import View
 from exporter.outputs.silences import SilenceError, Silences
+from exporter.storage import Database, idempotency
 from exporter.storage import alerts as storage
 from exporter.storage.group_commit import GroupCommit, Limits
+from exporter.storage.idempotency import Duplicate, IdempotencyKey, Keyed
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ TABLE = "system_alerts"
 class Bridge:
     """The feature's state on one replica."""
 
-    writer: GroupCommit[Sequence[AlertRecord], storage.Outcome]
+    writer: GroupCommit[Keyed[Sequence[AlertRecord]], storage.Outcome | Duplicate]
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     #: incidents by (status, severity): a view of system_alert_counts
     counts: dict[tuple[str, str], int] | None = None
@@ -47,10 +49,21 @@ BRIDGE = web.AppKey("alert_bridge", Bridge)
 
 
 # ---------------------------------------------------------------- incoming
-async def receive(app: web.Application, records: list[AlertRecord]) -> storage.Outcome:
+#: how a write's response is stored under its Idempotency-Key (the web layer renders it)
+Render = Callable[[Any], tuple[int, bytes]]
+
+
+async def receive(
+    app: web.Application,
+    records: list[AlertRecord],
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> storage.Outcome | Duplicate:
     """Store a notification's alerts (shared commits); its outcome once committed."""
     bridge = app[BRIDGE]
-    outcome = await bridge.writer.submit(records)
+    outcome = await bridge.writer.submit(Keyed(records, key, render))
+    if isinstance(outcome, Duplicate):
+        return outcome
     bridge.metrics.duplicates.inc(outcome.duplicates)
     if outcome.changed:
         app[SELF_METRICS].writes_committed.labels(TABLE).inc(len(outcome.changed))
@@ -65,12 +78,18 @@ async def create(
     values: tuple[str, str, str, str | None, str | None, str],
     auto_resolve_after: float | None,
     actor: str,
-) -> dict[str, Any]:
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> dict[str, Any] | Duplicate:
     """A manual incident (source ``api``)."""
-    row = await storage.create_alert(
-        app[DATABASE], f"api-{uuid.uuid4().hex}", values, auto_resolve_after, actor
-    )
-    app[SELF_METRICS].writes_committed.labels(TABLE).inc()
+    fingerprint = f"api-{uuid.uuid4().hex}"
+
+    async def work(db: Database) -> dict[str, Any]:
+        return await storage.create_alert(db, fingerprint, values, auto_resolve_after, actor)
+
+    row = await idempotency.once(app[DATABASE], key, work, render or _unrendered)
+    if not isinstance(row, Duplicate):
+        app[SELF_METRICS].writes_committed.labels(TABLE).inc()
     return row
 
 
@@ -78,23 +97,42 @@ async def change(
     app: web.Application,
     alert_id: int,
     operation: Callable[[lifecycle.Incident], lifecycle.Transition],
-) -> dict[str, Any] | None:
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> dict[str, Any] | Duplicate | None:
     """Apply a lifecycle operation; None when there is no such alert. Raises Conflict."""
-    found = await storage.change_alert(app[DATABASE], alert_id, operation)
-    if found is None:
-        return None
+
+    async def work(db: Database) -> Any:
+        return await storage.change_alert(db, alert_id, operation)
+
+    def rendered(found: Any) -> tuple[int, bytes]:
+        assert render is not None
+        return render(None if found is None else found[0])
+
+    found = await idempotency.once(app[DATABASE], key, work, rendered)
+    if found is None or isinstance(found, Duplicate):
+        return found
     row, transition = found
     if transition.changed and row["status"] == "resolved" and row["silence_id"]:
         await expire_silence(app, row["silence_id"])
-    return row
+    return dict(row)
 
 
-async def acknowledge(app: web.Application, alert_id: int, by: str, note: str | None) -> Any:
+async def acknowledge(
+    app: web.Application,
+    alert_id: int,
+    by: str,
+    note: str | None,
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> dict[str, Any] | Duplicate | None:
     """Acknowledge (idempotent), silencing the incident in Alertmanager when configured."""
     now = datetime.now(UTC)
-    row = await change(app, alert_id, lambda i: lifecycle.acknowledge(i, by, now, note))
-    if row is None:
-        return None
+    row = await change(
+        app, alert_id, lambda i: lifecycle.acknowledge(i, by, now, note), key, render
+    )
+    if row is None or isinstance(row, Duplicate):
+        return row
     silences = app[BRIDGE].silences
     # an acknowledged incident without a silence retries one that failed before
     if (
@@ -107,10 +145,21 @@ async def acknowledge(app: web.Application, alert_id: int, by: str, note: str | 
     return row
 
 
-async def resolve(app: web.Application, alert_id: int, by: str, note: str | None) -> Any:
+async def resolve(
+    app: web.Application,
+    alert_id: int,
+    by: str,
+    note: str | None,
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> dict[str, Any] | Duplicate | None:
     """Resolve (idempotent); the incident's silence is expired."""
     now = datetime.now(UTC)
-    return await change(app, alert_id, lambda i: lifecycle.resolve(i, by, note, now))
+    return await change(app, alert_id, lambda i: lifecycle.resolve(i, by, note, now), key, render)
+
+
+def _unrendered(_result: Any) -> tuple[int, bytes]:
+    raise RuntimeError("a keyed write needs a rendered response")
 
 
 # ---------------------------------------------------------------- silences
@@ -213,8 +262,13 @@ def setup(app: web.Application) -> None:
     """Install the bridge's state, writer, view, scheduled work and lifetimes."""
     config, db = app[CONFIG], app[DATABASE]
 
-    async def write(conn: Any, batch: Sequence[Sequence[AlertRecord]]) -> list[storage.Outcome]:
+    async def upsert(conn: Any, batch: Sequence[Sequence[AlertRecord]]) -> list[storage.Outcome]:
         return await storage.write_batch(conn, db, batch)
+
+    async def write(
+        conn: Any, batch: Sequence[Keyed[Sequence[AlertRecord]]]
+    ) -> list[storage.Outcome | Duplicate]:
+        return await idempotency.keyed_batch(conn, db, batch, upsert)
 
     limits = Limits(
         max_batch=config.alerts.write_batch_max_alerts,
@@ -224,8 +278,8 @@ def setup(app: web.Application) -> None:
         max_concurrent=3,
         min_overlap=100,
     )
-    writer: GroupCommit[Sequence[AlertRecord], storage.Outcome] = GroupCommit(
-        "alerts-writer", db, write, limits, units=len
+    writer: GroupCommit[Keyed[Sequence[AlertRecord]], storage.Outcome | Duplicate] = GroupCommit(
+        "alerts-writer", db, write, limits, units=lambda item: len(item.value)
     )
     bridge = app[BRIDGE] = Bridge(writer)
     app[EXPOSITION].add("alerts", AlertCounts(lambda: bridge.counts))

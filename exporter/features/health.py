@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,9 +42,11 @@ from exporter.features.views import View
 from exporter.inputs.host import HostReader
 from exporter.inputs.probes import Prober
 from exporter.storage import health as storage
+from exporter.storage import idempotency
 from exporter.storage import thresholds as threshold_store
 from exporter.storage.changes import Notice
 from exporter.storage.group_commit import GroupCommit, Limits
+from exporter.storage.idempotency import Duplicate, IdempotencyKey, Keyed
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class Health:
     rules: RuleBook
     store: SeriesStore
     exposition: HealthExposition
-    writer: GroupCommit[list[Sample], list[Any] | SeriesLimit]
+    writer: GroupCommit[Keyed[list[Sample]], Pushed | Duplicate]
 
     def expires(self, sample: Sample) -> datetime:
         """When a series stops being exported without a new sample."""
@@ -103,23 +105,45 @@ def _bare(sample: Sample) -> Sample:
 
 
 # ---------------------------------------------------------------- writing
-async def push(app: web.Application, samples: list[Sample]) -> list[Any]:
-    """Store pushed samples (all or nothing); their stored rows once committed.
+@dataclass(frozen=True)
+class Pushed:
+    """What a push did: its stored rows, or the cap it hit; and the series its batch changed."""
+
+    rows: list[Any] | SeriesLimit
+    series: list[Series]
+
+
+async def push(
+    app: web.Application,
+    samples: list[Sample],
+    key: IdempotencyKey | None = None,
+    render: Callable[[list[Any] | SeriesLimit], tuple[int, bytes]] | None = None,
+) -> list[Any] | Duplicate:
+    """Store pushed samples (all or nothing); their stored rows once committed. With ``key``,
+    ``render`` gives the response stored under it, and a key used before is DUPLICATE
+    (nothing stored).
 
     Raises SeriesLimit (nothing stored) or StorageUnavailable (nothing stored).
     """
-    outcome = await app[HEALTH].writer.submit(samples)
-    if isinstance(outcome, SeriesLimit):
-        raise outcome
-    return outcome
+
+    def rendered(outcome: Pushed) -> tuple[int, bytes]:
+        assert render is not None
+        return render(outcome.rows)
+
+    result = await app[HEALTH].writer.submit(Keyed(samples, key, rendered if key else None))
+    if isinstance(result, Duplicate):
+        return result
+    if isinstance(result.rows, SeriesLimit):
+        raise result.rows
+    return result.rows
 
 
-def _writer(app: web.Application, health_of: Any) -> GroupCommit[list[Sample], Any]:
+def _writer(app: web.Application, health_of: Any) -> GroupCommit[Keyed[list[Sample]], Any]:
     db, config = app[DATABASE], app[CONFIG]
     committed = app[SELF_METRICS].writes_committed.labels(storage.TABLE)
     rejected = app[SELF_METRICS].writes_rejected
 
-    async def write(conn: Any, pushes: Sequence[list[Sample]]) -> list[list[Any] | SeriesLimit]:
+    async def store(conn: Any, pushes: Sequence[list[Sample]]) -> list[Pushed]:
         health: Health = health_of()
         written = await storage.store_batch(
             conn,
@@ -129,18 +153,41 @@ def _writer(app: web.Application, health_of: Any) -> GroupCommit[list[Sample], A
             cap=config.metrics.max_series_per_family,
             expires=health.expires,
         )
-        health.cache(written.series)
-        out: list[list[Any] | SeriesLimit] = []
-        for push, outcome, rows in zip(pushes, written.plan.outcomes, written.rows, strict=True):
+        out: list[Pushed] = []
+        for outcome, rows in zip(written.plan.outcomes, written.rows, strict=True):
             if isinstance(outcome, SeriesLimit):
-                rejected.labels(storage.TABLE, "series_limit").inc(len(push))
-                out.append(outcome)
+                out.append(Pushed(outcome, written.series))
             else:
-                committed.inc(len(outcome))
-                out.append(rows or [])
+                out.append(Pushed(rows or [], written.series))
         return out
 
-    return GroupCommit("health-writer", db, write, Limits(max_batch=10_000), units=len)
+    async def write(conn: Any, items: Sequence[Keyed[list[Sample]]]) -> list[Pushed | Duplicate]:
+        return await idempotency.keyed_batch(conn, db, items, store)
+
+    def on_commit(
+        items: Sequence[Keyed[list[Sample]]], results: Sequence[Pushed | Duplicate]
+    ) -> None:
+        # shown here at once (the notification confirms it everywhere, this replica included)
+        cached: set[int] = set()
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, Duplicate):
+                continue
+            if id(result.series) not in cached:
+                cached.add(id(result.series))
+                health_of().cache(result.series)
+            if isinstance(result.rows, SeriesLimit):
+                rejected.labels(storage.TABLE, "series_limit").inc(len(item.value))
+            else:
+                committed.inc(len(result.rows))
+
+    return GroupCommit(
+        "health-writer",
+        db,
+        write,
+        Limits(max_batch=10_000),
+        units=lambda item: len(item.value),
+        on_commit=on_commit,
+    )
 
 
 # ---------------------------------------------------------------- rules

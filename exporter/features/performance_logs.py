@@ -24,31 +24,42 @@ from exporter.features.core import (
     SUPERVISOR,
 )
 from exporter.features.leader import Job, Run
+from exporter.storage import idempotency, retention
 from exporter.storage import performance_log_queries as queries
 from exporter.storage import performance_logs as store
-from exporter.storage import retention
 from exporter.storage.group_commit import GroupCommit, Limits
+from exporter.storage.idempotency import Duplicate, IdempotencyKey, Keyed
 
 TABLE = "system_performance_logs"
 # seconds between reads of the stored histogram (a few rows: every replica within a second)
 HISTOGRAM_REFRESH = 1.0
 
-WRITER = web.AppKey("performance_log_writer", GroupCommit[store.Rows, None])
+WRITER = web.AppKey("performance_log_writer", GroupCommit[Keyed[store.Rows], None | Duplicate])
 HISTOGRAM = web.AppKey("performance_log_histogram", DurationHistogram)
 
 
-async def ingest(app: web.Application, rows: store.Rows, body_bytes: int) -> None:
-    """Store one request's records; returns once they are committed.
+async def ingest(
+    app: web.Application,
+    rows: store.Rows,
+    body_bytes: int,
+    key: IdempotencyKey | None = None,
+    response: tuple[int, bytes] | None = None,
+) -> Duplicate | None:
+    """Store one request's records; returns once they are committed. With ``key``,
+    ``response`` is stored under it, and a key used before is DUPLICATE (nothing stored).
 
     Raises QueueFull or TooLarge (nothing queued), Rejected (the database refused the records)
     or StorageUnavailable (not committed).
     """
-    await app[WRITER].submit(rows, body_bytes + len(rows) * store.ROW_OVERHEAD)
+    render = (lambda _: response) if key is not None and response is not None else None
+    return await app[WRITER].submit(
+        Keyed(rows, key, render), body_bytes + len(rows) * store.ROW_OVERHEAD
+    )
 
 
 def offer(app: web.Application, rows: store.Rows) -> bool:
     """Queue records nobody waits for (the service's own API calls); False if not accepted."""
-    return app[WRITER].offer(rows, 256 + len(rows) * store.ROW_OVERHEAD)
+    return app[WRITER].offer(Keyed(rows), 256 + len(rows) * store.ROW_OVERHEAD)
 
 
 def _limits(config: Config) -> Limits:
@@ -85,15 +96,24 @@ def setup(app: web.Application) -> None:
     histogram = app[HISTOGRAM] = DurationHistogram(config.performance_logs.max_histogram_series)
     committed = app[SELF_METRICS].writes_committed.labels(TABLE)
 
-    async def write(conn: Any, batch: Sequence[store.Rows]) -> list[None]:
+    async def insert(conn: Any, batch: Sequence[store.Rows]) -> list[None]:
         return await store.insert_batch(conn, db, batch)
 
-    def on_commit(batch: Sequence[store.Rows], _results: Sequence[None]) -> None:
-        for rows in batch:
-            committed.inc(len(rows))
+    async def write(conn: Any, batch: Sequence[Keyed[store.Rows]]) -> list[Duplicate | None]:
+        return await idempotency.keyed_batch(conn, db, batch, insert)
+
+    def on_commit(batch: Sequence[Keyed[store.Rows]], results: Sequence[Duplicate | None]) -> None:
+        for item, result in zip(batch, results, strict=True):
+            if result is None:
+                committed.inc(len(item.value))
 
     writer = app[WRITER] = GroupCommit(
-        "performance-logs-writer", db, write, _limits(config), units=len, on_commit=on_commit
+        "performance-logs-writer",
+        db,
+        write,
+        _limits(config),
+        units=lambda item: len(item.value),
+        on_commit=on_commit,
     )
     app[EXPOSITION].add("performance_logs", PerformanceLogCollector(histogram, writer))
     # the histogram is PostgreSQL's (kept by the ingest's statements): every replica reads it

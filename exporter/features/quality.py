@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,8 +25,10 @@ from exporter.features.core import CONFIG, DATABASE, EXPOSITION, LEADERSHIP, SEL
 from exporter.features.leader import Job, Run
 from exporter.features.views import View
 from exporter.inputs.quality_checks import Measurement, run_check
+from exporter.storage import Database, idempotency
 from exporter.storage import quality as storage
 from exporter.storage.changes import Notice
+from exporter.storage.idempotency import Duplicate, IdempotencyKey
 from exporter.storage.sources import SourcePools
 
 log = logging.getLogger(__name__)
@@ -75,17 +77,33 @@ def _remember(state: Quality, member: storage.Member) -> None:
 
 
 # ---------------------------------------------------------------- writing
-async def push(app: web.Application, rows: Sequence[storage.NewIndicator]) -> list[Any]:
-    """Store pushed indicators atomically; the stored rows. Raises QualitySeriesLimit."""
-    db, config = app[DATABASE], app[CONFIG]
+async def push(
+    app: web.Application,
+    rows: Sequence[storage.NewIndicator],
+    key: IdempotencyKey | None = None,
+    render: Callable[[list[Any]], tuple[int, bytes]] | None = None,
+) -> list[Any] | Duplicate:
+    """Store pushed indicators atomically; the stored rows (DUPLICATE for a key used before:
+    nothing stored). Raises QualitySeriesLimit."""
+    config = app[CONFIG]
     cap = (config.metrics.max_series_per_family, config.metrics.series_ttl.seconds)
-    async with db.transaction() as conn:
-        stored = await storage.insert(conn, db, rows, cap=cap)
+
+    async def work(db: Database) -> list[Any]:
+        async with db.transaction() as conn:
+            return await storage.insert(conn, db, rows, cap=cap)
+
+    stored = await idempotency.once(app[DATABASE], key, work, render or _unrendered)
+    if isinstance(stored, Duplicate):
+        return stored
     app[SELF_METRICS].writes_committed.labels(TABLE).inc(len(stored))
     state = app[QUALITY]
     for row in stored:
         _remember(state, _member_of(row))
     return stored
+
+
+def _unrendered(_rows: list[Any]) -> tuple[int, bytes]:
+    raise RuntimeError("a keyed write needs a rendered response")
 
 
 def _member_of(row: Any) -> storage.Member:

@@ -333,3 +333,28 @@ async def connect_direct(
         timeout=timeout,
         server_settings={"application_name": "monitoring-exporter", **(settings or {})},
     )
+
+
+class Pinned(Database):
+    """A Database whose connections are all one connection, inside an outer transaction.
+
+    Storage functions that open their own connection or transaction then run inside the outer
+    one, their transactions being savepoints of it: the self-test rolls it back, an idempotent
+    write commits it together with its key.
+    """
+
+    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
+        super().__init__(db.dsn, db.config, db.retention, direct_dsn=db.direct_dsn)
+        self._conn = conn
+        self.migrated = True
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """The pinned connection."""
+        yield self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A savepoint of the outer transaction."""
+        async with self._conn.transaction():
+            yield self._conn

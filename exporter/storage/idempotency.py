@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from exporter.storage.database import Database
+from exporter.storage.database import Database, Pinned
 
 CLAIM = """
 INSERT INTO __SCHEMA__.idempotency_keys (principal, key, route, request_hash, status, response)
@@ -156,3 +156,23 @@ async def keyed_batch(
                 outcomes.append((item.key, status, body))
         await store(conn, db, outcomes)
     return [by_item.get(id(item), DUPLICATE) for item in items]
+
+
+async def once(
+    db: Database,
+    key: IdempotencyKey | None,
+    work: Callable[[Database], Awaitable[R]],
+    render: Callable[[R], tuple[int, bytes]],
+) -> R | Duplicate:
+    """Run a write (``work`` gets the database to write through) once per key: the key is
+    claimed and the rendered response stored in the write's own transaction."""
+    if key is None:
+        return await work(db)
+    async with db.transaction() as conn:
+        (claimed,) = await claim(conn, db, [key])
+        if not claimed:
+            return DUPLICATE
+        result = await work(Pinned(db, conn))
+        status, body = render(result)
+        await store(conn, db, [(key, status, body)])
+    return result

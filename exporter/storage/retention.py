@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 ENSURE = "SELECT __SCHEMA__.ensure_performance_log_partitions($1::date, $2::date)"
 DROP = "SELECT __SCHEMA__.drop_performance_log_partitions($1::date)"
 APPLY = "SELECT table_name, deleted FROM __SCHEMA__.apply_retention($1, $2, $3)"
+PRUNE = "SELECT table_name, deleted FROM __SCHEMA__.prune_replica_state($1, $2)"
 
 # Partitions are created this many days ahead, so a missed pass or two never matters.
 DAYS_AHEAD = 7
@@ -55,6 +56,11 @@ async def run_pass(
         now - timedelta(seconds=retention.health_metrics.seconds),
         now - timedelta(seconds=retention.quality_indicators.seconds),
         now - timedelta(seconds=retention.resolved_alerts.seconds),
+    )
+    rows += await conn.fetch(
+        db.sql(PRUNE),
+        timedelta(seconds=retention.idempotency_keys.seconds),
+        retention.idempotency_max_keys,
     )
     done = Pass(True, created, dropped, {r["table_name"]: r["deleted"] for r in rows})
     log.info(

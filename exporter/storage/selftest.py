@@ -13,36 +13,12 @@ from typing import Any
 
 import asyncpg
 
-from exporter.storage.database import Database
+from exporter.storage.database import Database, Pinned
 from exporter.storage.migrate import pending
 from exporter.storage.performance_logs import ENSURE_PARTITIONS, INSERT, Rows
 
 CHANNEL = "monitoring_selftest"
 ALERT_EXISTS = "SELECT count(*) FROM __SCHEMA__.system_alerts WHERE id = $1"
-
-
-class Pinned(Database):
-    """A Database whose connections are all one connection, inside an outer transaction.
-
-    The storage functions that open their own connection or transaction (the alert
-    lifecycle) then run inside the self-test's transaction, their own transactions being
-    savepoints of it, so rolling it back leaves nothing behind.
-    """
-
-    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
-        super().__init__(db.dsn, db.config)
-        self._conn = conn
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """The pinned connection."""
-        yield self._conn
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A savepoint of the outer transaction."""
-        async with self._conn.transaction():
-            yield self._conn
 
 
 @asynccontextmanager

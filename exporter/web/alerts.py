@@ -21,6 +21,8 @@ from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.inputs import alertmanager as webhook
 from exporter.storage import StorageUnavailable
 from exporter.storage import alerts as storage
+from exporter.storage.idempotency import Duplicate
+from exporter.web import idempotency
 from exporter.web.api import API, Route
 from exporter.web.auth import PRINCIPAL
 from exporter.web.errors import ApiError, Detail
@@ -161,7 +163,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGE]
     bridge.metrics.notifications.inc()
     try:
-        notification = await _parse_notification(request)
+        media_type(request, ("application/json",))
+        body = await read_body(request, request.app[CONFIG].web.alertmanager_max_body_bytes)
+        key = idempotency.key_of(request, body)
+        if (replayed := await idempotency.replay(request, key)) is not None:
+            return replayed
+        notification = _parse_notification(request, body)
     except ApiError as exc:
         bridge.metrics.notifications_rejected.labels(exc.code).inc()
         request.app[SELF_METRICS].writes_rejected.labels("system_alerts", exc.code).inc()
@@ -170,20 +177,27 @@ async def receive_webhook(request: web.Request) -> web.Response:
     resolved = sum(r.signal == "resolved" for r in records)
     bridge.metrics.alerts.labels("firing").inc(len(records) - resolved)
     bridge.metrics.alerts.labels("resolved").inc(resolved)
+
+    def receipt(outcome: storage.Outcome) -> WebhookReceipt:
+        opened = sum(c.inserted for c in outcome.changed)
+        return WebhookReceipt(
+            len(records), opened, len(outcome.changed) - opened, outcome.duplicates
+        )
+
     try:
-        outcome = await alerts.receive(request.app, records)
+        outcome = await alerts.receive(
+            request.app, records, key, lambda o: idempotency.render(200, receipt(o))
+        )
     except StorageUnavailable:
         bridge.metrics.notifications_rejected.labels("storage_unavailable").inc()
         raise
-    opened = sum(c.inserted for c in outcome.changed)
-    return json_response(
-        WebhookReceipt(len(records), opened, len(outcome.changed) - opened, outcome.duplicates)
-    )
+    if isinstance(outcome, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(receipt(outcome))
 
 
-async def _parse_notification(request: web.Request) -> webhook.Notification:
-    media_type(request, ("application/json",))
-    body = await read_body(request, request.app[CONFIG].web.alertmanager_max_body_bytes)
+def _parse_notification(request: web.Request, body: bytes) -> webhook.Notification:
     # the payload's own checks below are column-wise: this route is the bulk path
     notification = decode_json(body, webhook.decoder, check=False)
     problems = webhook.problems(notification)
@@ -197,7 +211,11 @@ async def _parse_notification(request: web.Request) -> webhook.Notification:
 async def create_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts``: a manual incident, source ``api``."""
     media_type(request, ("application/json",))
-    body = decode_json(await read_body(request, request.app[CONFIG].web.max_body_bytes), NewAlert)
+    raw = await read_body(request, request.app[CONFIG].web.max_body_bytes)
+    key = idempotency.key_of(request, raw)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
+    body = decode_json(raw, NewAlert)
     after = _seconds(body.auto_resolve_after)
     principal = request.get(PRINCIPAL)
     row = await alerts.create(
@@ -206,7 +224,12 @@ async def create_alert(request: web.Request) -> web.Response:
          msgspec.json.encode(body.labels).decode()),
         after,
         principal.name if principal else "api",
+        key,
+        lambda r: idempotency.render(201, msgspec.convert(r, Alert)),
     )  # fmt: skip
+    if isinstance(row, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
     return json_response(msgspec.convert(row, Alert), status=201)
 
 
@@ -259,29 +282,41 @@ async def get_alert(request: web.Request) -> web.Response:
 async def acknowledge_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved."""
     alert_id = _alert_id(request)
-    body = decode_json(await _small_body(request), Acknowledge)
-    row = await _change(request, alert_id, alerts.acknowledge, body.by, body.note)
-    return json_response(msgspec.convert(row, Alert))
+    raw = await _small_body(request)
+    body = decode_json(raw, Acknowledge)
+    return await _change(request, raw, alert_id, alerts.acknowledge, body.by, body.note)
 
 
 async def resolve_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts/{id}/resolve``: idempotent; expires the incident's silence."""
     alert_id = _alert_id(request)
-    body = decode_json(await _small_body(request), Resolve)
-    row = await _change(request, alert_id, alerts.resolve, body.by, body.note)
-    return json_response(msgspec.convert(row, Alert))
+    raw = await _small_body(request)
+    body = decode_json(raw, Resolve)
+    return await _change(request, raw, alert_id, alerts.resolve, body.by, body.note)
 
 
 async def _change(
-    request: web.Request, alert_id: int, action: Any, by: str, note: str | None
-) -> dict[str, Any]:
+    request: web.Request, raw: bytes, alert_id: int, action: Any, by: str, note: str | None
+) -> web.Response:
+    key = idempotency.key_of(request, raw)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
+
+    def render(row: dict[str, Any] | None) -> tuple[int, bytes]:
+        if row is None:
+            return idempotency.render_error(_not_found(request))
+        return idempotency.render(200, msgspec.convert(row, Alert))
+
     try:
-        row: dict[str, Any] | None = await action(request.app, alert_id, by, note)
+        row = await action(request.app, alert_id, by, note, key, render)
     except lifecycle.Conflict as exc:
         raise ApiError(409, "conflict", f"alert {alert_id}: {exc}") from None
+    if isinstance(row, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
     if row is None:
         raise _not_found(request)
-    return row
+    return json_response(msgspec.convert(row, Alert))
 
 
 async def _small_body(request: web.Request) -> bytes:
@@ -304,19 +339,20 @@ def setup(app: web.Application) -> None:
     for route in (
         Route("POST", "/api/v1/alertmanager", receive_webhook,
               "Alertmanager webhook (payload version 4)", "write", body=webhook.Notification,
-              response=WebhookReceipt, tags=tags, responses={413: "body too large"}),
+              response=WebhookReceipt, tags=tags, responses={413: "body too large"},
+              idempotent=True),
         Route("GET", "/api/v1/alerts", list_alerts, "List alerts", "read", query=AlertQuery,
               response=Page[Alert], tags=tags),
         Route("POST", "/api/v1/alerts", create_alert, "Create an alert", "write", body=NewAlert,
-              response=Alert, status=201, tags=tags),
+              response=Alert, status=201, tags=tags, idempotent=True),
         Route("GET", "/api/v1/alerts/{id}", get_alert, "One alert with its events", "read",
               response=AlertWithEvents, tags=tags, responses={404: "no such alert"},
               path_params=AlertPath),
         Route("POST", "/api/v1/alerts/{id}/acknowledge", acknowledge_alert,
               "Acknowledge an alert", "ack", body=Acknowledge, response=Alert, tags=tags,
-              responses=conflict, path_params=AlertPath),
+              responses=conflict, path_params=AlertPath, idempotent=True),
         Route("POST", "/api/v1/alerts/{id}/resolve", resolve_alert, "Resolve an alert",
               "ack", body=Resolve, response=Alert, tags=tags, responses={404: "no such alert"},
-              path_params=AlertPath),
+              path_params=AlertPath, idempotent=True),
     ):  # fmt: skip
         api.add(app, route)

@@ -33,7 +33,9 @@ from exporter.features import health, overview
 from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.features.health import HEALTH, Health
 from exporter.storage import health as storage
+from exporter.storage.idempotency import Duplicate
 from exporter.storage.thresholds import NoOverride, VersionConflict
+from exporter.web import idempotency
 from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail
 from exporter.web.pagination import MAX_LIMIT, Page, after_cursor, next_cursor
@@ -85,6 +87,9 @@ async def post_metrics(request: web.Request) -> web.Response:
     media_type(request, ("application/json",))
     rejected = app[SELF_METRICS].writes_rejected
     raw = await read_body(request, app[CONFIG].web.max_body_bytes)
+    key = idempotency.key_of(request, raw)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
     try:
         body = decode_json(raw, _push_decoder)
     except ApiError:
@@ -97,14 +102,28 @@ async def post_metrics(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid_body", "the body is not valid", [Detail(exc.path, exc.message)]
         ) from None
+
+    def shape(rows: list[Any]) -> HealthMetric | HealthMetricList:
+        items = [_metric(row) for row in rows]
+        return items[0] if isinstance(body, HealthMetricIn) else HealthMetricList(items)
+
+    def render(outcome: list[Any] | SeriesLimit) -> tuple[int, bytes]:
+        if isinstance(outcome, SeriesLimit):
+            return idempotency.render_error(_series_limit(outcome))
+        return idempotency.render(201, shape(outcome))
+
     try:
-        stored = await health.push(app, samples)
+        stored = await health.push(app, samples, key, render)
     except SeriesLimit as exc:
-        raise ApiError(400, "series_limit", str(exc)) from None
-    items = [_metric(row) for row in stored]
-    if isinstance(body, HealthMetricIn):
-        return json_response(items[0], status=201)
-    return json_response(HealthMetricList(items), status=201)
+        raise _series_limit(exc) from None
+    if isinstance(stored, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(shape(stored), status=201)
+
+
+def _series_limit(exc: SeriesLimit) -> ApiError:
+    return ApiError(400, "series_limit", str(exc))
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -222,6 +241,7 @@ def setup(app: web.Application) -> None:
             status=201,
             tags=TAGS,
             responses=bad,
+            idempotent=True,
         ),
     )
     api.add(

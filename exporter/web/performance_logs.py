@@ -31,6 +31,8 @@ from exporter.storage import StorageUnavailable
 from exporter.storage import performance_log_queries as queries
 from exporter.storage import performance_logs as store
 from exporter.storage.group_commit import QueueFull, Rejected, TooLarge
+from exporter.storage.idempotency import Duplicate
+from exporter.web import idempotency
 from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail, Handler
 from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, after_cursor, next_cursor
@@ -227,10 +229,10 @@ def to_rows(
     )
 
 
-async def _read_rows(request: web.Request) -> tuple[store.Rows, int]:
-    """The request's records as columns, and the body's size (nothing else is kept)."""
+async def _read_body(request: web.Request) -> bytes:
+    """The body within its limit (its content type is checked first: 415 before reading)."""
     limits = request.app[LIMITS]
-    ctype = media_type(request, ("application/json", NDJSON))
+    media_type(request, ("application/json", NDJSON))
     limit_bytes = limits.max_body_bytes
     declared = request.content_length
     if (
@@ -241,27 +243,41 @@ async def _read_rows(request: web.Request) -> tuple[store.Rows, int]:
         body = await request.read()  # the common case, without read_body's chunk loop
     else:
         body = await read_body(request, limit_bytes)
+    return body
+
+
+def _rows(request: web.Request, body: bytes) -> store.Rows:
+    """The request's records as columns (nothing else is kept); 400 naming every problem."""
+    limits = request.app[LIMITS]
+    ctype = media_type(request, ("application/json", NDJSON))
     limit = limits.max_records
     now = datetime.now(UTC)
     if ctype == NDJSON:
         records, lines = parse_ndjson(body, limit)
-        return to_rows(records, lambda i: f"line {lines[i]}.", now, limits), len(body)
+        return to_rows(records, lambda i: f"line {lines[i]}.", now, limits)
     records, many = parse_json(body, limit)
     path_of = (lambda i: f"[{i}].") if many else (lambda i: "")
-    return to_rows(records, path_of, now, limits, 3 if many else 2), len(body)
+    return to_rows(records, path_of, now, limits, 3 if many else 2)
 
 
 async def post_logs(request: web.Request) -> web.Response:
     """Store one record, an array or NDJSON; answer once everything is committed."""
     rejected = request.app[SELF_METRICS].writes_rejected
     try:
-        rows, size = await _read_rows(request)
+        body = await _read_body(request)
+        key = idempotency.key_of(request, body)
+        if (replayed := await idempotency.replay(request, key)) is not None:
+            return replayed
+        rows = _rows(request, body)
     except ApiError as exc:
         # counted per request: a body that does not parse has no record count
         rejected.labels(TABLE, "invalid" if exc.status == 400 else "too_large").inc()
         raise
+    committed = Committed(len(rows))
     try:
-        await performance_logs.ingest(request.app, rows, size)
+        done = await performance_logs.ingest(
+            request.app, rows, len(body), key, idempotency.render(200, committed)
+        )
     except QueueFull:
         rejected.labels(TABLE, "overloaded").inc(len(rows))
         raise ApiError(
@@ -286,7 +302,10 @@ async def post_logs(request: web.Request) -> web.Response:
     except StorageUnavailable:
         rejected.labels(TABLE, "unavailable").inc(len(rows))
         raise
-    return json_response(Committed(len(rows)))
+    if isinstance(done, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(committed)
 
 
 def _log(row: Mapping[str, Any]) -> PerformanceLog:
@@ -387,6 +406,7 @@ def setup(app: web.Application) -> None:
             content_types=("application/json", NDJSON),
             tags=tags,
             responses={413: "body or record count over its limit", 415: "unsupported content type"},
+            idempotent=True,
         ),
     )
     api.add(

@@ -19,6 +19,8 @@ from exporter.domain.limits import Count, NoNul, Text, Timestamp
 from exporter.features import quality
 from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.storage import quality as storage
+from exporter.storage.idempotency import Duplicate
+from exporter.web import idempotency
 from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail
 from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, after_cursor, next_cursor
@@ -151,6 +153,9 @@ async def post_indicators(request: web.Request) -> web.Response:
     rejected = app[SELF_METRICS].writes_rejected
     media_type(request, ("application/json",))
     body = await read_body(request, app[CONFIG].web.max_body_bytes)
+    key = idempotency.key_of(request, body)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
     try:
         parsed = decode_json(body, _decoder)
         items = parsed if isinstance(parsed, list) else [parsed]
@@ -162,15 +167,20 @@ async def post_indicators(request: web.Request) -> web.Response:
     except ApiError:
         rejected.labels(TABLE, "invalid").inc()
         raise
+
+    def shape(stored: list[Any]) -> Any:
+        out = [_indicator(r) for r in stored]
+        return Page(out, None) if isinstance(parsed, list) else out[0]
+
     try:
-        stored = await quality.push(app, rows) if rows else []
+        stored = await quality.push(app, rows, key, lambda r: idempotency.render(201, shape(r)))
     except storage.QualitySeriesLimit as exc:
         rejected.labels(TABLE, "series_limit").inc(len(rows))
         raise ApiError(400, "series_limit", str(exc)) from None
-    out = [_indicator(r) for r in stored]
-    if isinstance(parsed, list):
-        return json_response(Page(out, None), status=201)
-    return json_response(out[0], status=201)
+    if isinstance(stored, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(shape(stored), status=201)
 
 
 async def list_indicators(request: web.Request) -> web.Response:
@@ -202,7 +212,7 @@ def setup(app: web.Application) -> None:
     api.add(app, Route("POST", "/api/v1/quality-indicators", post_indicators,
                        "Record one quality indicator or an array of them", "write",
                        body=IndicatorBody, response=(Indicator, Page[Indicator]), status=201,
-                       tags=tags))  # fmt: skip
+                       tags=tags, idempotent=True))  # fmt: skip
     api.add(app, Route("GET", "/api/v1/quality-indicators", list_indicators,
                        "List quality indicators, newest first", "read",
                        query=IndicatorQuery, response=Page[Indicator], tags=tags))  # fmt: skip

@@ -289,3 +289,30 @@ SELECT operation_type, status,
            -0.025, -0.01, -0.005, -0.0025, -0.001]::float8[]),
        0, count(*), sum(duration_ms) / 1000.0
 FROM __SCHEMA__.system_performance_logs GROUP BY 1, 2, 3;
+
+-- ---------------------------------------------------------------- pruning the shared state
+-- SECURITY DEFINER: the writer has no DELETE. Idempotency keys are kept at least 24 hours
+-- and at most max_keys of them (the oldest go first); series that expired a day ago and
+-- were never written again are forgotten. The bounds hold whatever the caller passes.
+CREATE FUNCTION __SCHEMA__.prune_replica_state(keep_keys interval, max_keys bigint)
+RETURNS TABLE (table_name text, deleted bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+    cutoff timestamptz;
+BEGIN
+    cutoff := now() - greatest(coalesce(keep_keys, interval '24 hours'), interval '24 hours');
+    DELETE FROM __SCHEMA__.idempotency_keys WHERE created_at < cutoff;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM __SCHEMA__.idempotency_keys
+    WHERE (principal, key) IN (
+        SELECT principal, key FROM __SCHEMA__.idempotency_keys
+        ORDER BY created_at DESC OFFSET greatest(coalesce(max_keys, 1000000), 10000));
+    table_name := 'idempotency_keys'; deleted := n; RETURN NEXT;
+    DELETE FROM __SCHEMA__.health_series WHERE expires_at < now() - interval '1 day';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    table_name := 'health_series'; deleted := n; RETURN NEXT;
+END
+$$;
+REVOKE ALL ON FUNCTION __SCHEMA__.prune_replica_state(interval, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION __SCHEMA__.prune_replica_state(interval, bigint) TO monitoring_writer;
