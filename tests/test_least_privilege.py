@@ -15,6 +15,8 @@ WRITER_FUNCTIONS = {
     "apply_retention",
     "drop_performance_log_partitions",
     "ensure_performance_log_partitions",
+    # idempotency keys older than a day (or past the bound) and long-expired series only
+    "prune_replica_state",
 }
 TABLES_AND_PARTITIONS = """
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,
