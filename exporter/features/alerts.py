@@ -238,7 +238,10 @@ def _counts_view(app: web.Application) -> View:
     async def reload() -> None:
         app[BRIDGE].counts = await storage.count_alerts(app[DATABASE])
 
-    return View("alert_counts", ("system_alerts",), reload)
+    # a webhook storm notifies at the rate of its commits; the counts are read at most every
+    # alerts.counts_refresh_interval
+    interval = app[CONFIG].alerts.counts_refresh_interval.seconds
+    return View("alert_counts", ("system_alerts",), reload, min_interval=interval)
 
 
 async def _silence_client(app: web.Application) -> AsyncIterator[None]:

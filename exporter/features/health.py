@@ -269,7 +269,8 @@ def _series_view(app: web.Application) -> View:
         for series in await storage.series_by_ids(app[DATABASE], ids):
             app[HEALTH].store.put(series, now)
 
-    return View("health_series", ("health_series",), reload, update)
+    # other replicas' writes arrive in bursts: at most ten reads a second
+    return View("health_series", ("health_series",), reload, update, min_interval=0.1)
 
 
 def _rules_view(app: web.Application) -> View:

@@ -206,7 +206,8 @@ def _scoreboard_view(app: web.Application) -> View:
         for member in await storage.members_by_ids(app[DATABASE], ids):
             _remember(state, member)
 
-    return View("quality_series", ("quality_series",), reload, update)
+    # other replicas' writes arrive in bursts: at most ten reads a second
+    return View("quality_series", ("quality_series",), reload, update, min_interval=0.1)
 
 
 async def _pools_ctx(app: web.Application) -> AsyncIterator[None]:

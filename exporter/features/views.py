@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,8 +37,13 @@ class View:
     channels: tuple[str, ...]
     reload: Callable[[], Awaitable[None]]
     update: Callable[[Sequence[str]], Awaitable[None]] | None = None
+    #: at least this long between two passes over this view (seconds): changes that arrive
+    #: closer together share one read (a view reloaded in full on every notification would
+    #: otherwise read at the rate of the writes it follows)
+    min_interval: float = 0.0
     pending: list[str] = field(default_factory=list)
     loaded: bool = False
+    last: float = 0.0  # monotonic time of the last pass over this view
 
 
 class Views:
@@ -91,23 +97,35 @@ class Views:
         # (and at once: the listener may not be connected yet)
         self._resync = True
         self._wake.set()
+        next_resync = time.monotonic() + self.resync_interval
         while True:
+            timeout = max(0.0, min(next_resync, self._due()) - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.resync_interval):
+                async with asyncio.timeout(timeout):
                     await self._wake.wait()
-            if not self._wake.is_set():
+            if time.monotonic() >= next_resync:
                 self._resync = True  # the periodic safety net
+                next_resync = time.monotonic() + self.resync_interval
             # let a burst of notifications arrive, so it costs one read
             await asyncio.sleep(self.coalesce)
             self._wake.clear()
             await self._pass()
             self.supervisor.succeeded(TASK)
 
+    def _due(self) -> float:
+        """When the earliest view held back by its min_interval may be read again."""
+        waiting = [v.last + v.min_interval for v in self.views if v.pending and v.loaded]
+        return min(waiting, default=float("inf"))
+
     async def _pass(self) -> None:
         full, self._resync = self._resync, False
+        now = time.monotonic()
         try:
             for view in self.views:
+                if not full and view.loaded and now - view.last < view.min_interval:
+                    continue  # held back: its notifications wait for the next pass
                 payloads, view.pending = view.pending, []
+                view.last = now
                 if full or not view.loaded or view.update is None:
                     if full or payloads or not view.loaded:
                         await view.reload()
