@@ -220,7 +220,7 @@ async def delete_threshold(request: web.Request) -> web.Response:
 
 async def get_overview(request: web.Request) -> web.Response:
     """Overall status, status per service, active alerts by severity, data-quality average."""
-    return json_response(overview.build(request.app))
+    return json_response(await overview.current(request.app))
 
 
 # ---------------------------------------------------------------- wiring

@@ -20,7 +20,7 @@ from exporter.features.core import DATABASE
 from exporter.storage import idempotency as storage
 from exporter.storage.idempotency import IdempotencyKey
 from exporter.web.auth import PRINCIPAL
-from exporter.web.errors import ApiError, Detail, ErrorBody, ErrorEnvelope
+from exporter.web.errors import ApiError, Detail, encode_error
 
 HEADER = "Idempotency-Key"
 # printable ASCII, as header values are in practice; long enough for a UUID or a hash
@@ -89,6 +89,4 @@ def render(status: int, body: Any) -> tuple[int, bytes]:
 
 def render_error(error: ApiError) -> tuple[int, bytes]:
     """An error response as stored for replay (a refusal decided in the write's transaction)."""
-    return error.status, _encoder.encode(
-        ErrorEnvelope(ErrorBody(error.code, error.message, error.details))
-    )
+    return error.status, encode_error(error)
