@@ -198,9 +198,9 @@ def _serve(dsn: str, port: int) -> None:
     from aiohttp import web
 
     from exporter.config import parse_config
+    from exporter.features.core import DATABASE
     from exporter.inputs import alertmanager as webhook
     from exporter.web.app import create_app
-    from exporter.web.keys import DATABASE
 
     config = parse_config(
         {"auth": {"tokens": [{"name": "bench", "token": TOKEN, "scopes": ["write"]}]}}

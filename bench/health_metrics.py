@@ -24,11 +24,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from bench.harness import Figure, percentile, scratch_database
 from exporter.config import parse_config
-from exporter.domain.health import STATUS_CODE, Rule
-from exporter.domain.health_series import Sample, SeriesStore
+from exporter.domain.health import STATUS_CODE, Rule, classify, first_track
+from exporter.domain.health_series import Sample, Series, SeriesStore
+from exporter.features.core import DATABASE, EXPOSITION
+from exporter.features.health import HEALTH
 from exporter.web.app import create_app
-from exporter.web.health import HEALTH
-from exporter.web.keys import DATABASE, EXPOSITION
 
 SERIES = 10_000
 NOW = datetime.now(UTC)
@@ -53,7 +53,12 @@ def fill(store: SeriesStore, count: int, offset: float = 0.0) -> None:
         )
         for i in range(count)
     ]
-    store.apply(store.evaluate(samples, time.monotonic()))
+    now = time.time()
+    for sample in samples:
+        current = store.get(sample.series_key)
+        version = current.version + 1 if current is not None else 1
+        track = first_track(classify(sample.value, sample.pushed_rule or Rule()))
+        store.put(Series(sample, track, now + 3600, version), now)
 
 
 class SameSeries:
@@ -68,10 +73,10 @@ class SameSeries:
         value = GaugeMetricFamily("monitoring_health_metric_value", "v", labels=labels)
         status = GaugeMetricFamily("monitoring_health_status", "s", labels=labels)
         threshold = GaugeMetricFamily("monitoring_health_threshold", "t", labels=[*labels, "level"])
-        for (service, metric_type), series in self.store.items():
+        for (service, metric_type, _), series in self.store.items():
             value.add_metric([service, metric_type], series.sample.value)
             status.add_metric([service, metric_type], STATUS_CODE[series.status])
-            rule = series.rule
+            rule = series.sample.pushed_rule or Rule()
             threshold.add_metric([service, metric_type, "warning"], rule.warning or 0.0)
             threshold.add_metric([service, metric_type, "critical"], rule.critical or 0.0)
         yield from (value, status, threshold)

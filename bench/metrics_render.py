@@ -6,8 +6,8 @@ from prometheus_client import generate_latest
 
 from bench.harness import Figure, median_seconds
 from exporter.config import Config
+from exporter.features.core import EXPOSITION, SELF_METRICS
 from exporter.web.app import create_app
-from exporter.web.keys import EXPOSITION, SELF_METRICS
 
 
 async def run(rounds: int) -> list[Figure]:

@@ -91,8 +91,8 @@ def serve(dsn: str, port: int, overrides: dict[str, Any] | None = None) -> None:
     from aiohttp import web
 
     from exporter.config import parse_config
+    from exporter.features.core import DATABASE
     from exporter.web.app import create_app
-    from exporter.web.keys import DATABASE
 
     app = create_app(parse_config({"auth": {"disabled": True}, **(overrides or {})}), dsn=dsn)
 

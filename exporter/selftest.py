@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.domain import alert as lifecycle
+from exporter.domain.health_rules import RuleBook
+from exporter.domain.health_series import Sample
 from exporter.storage import Database
 from exporter.storage import alerts as alerts_storage
 from exporter.storage import health as health_storage
@@ -180,18 +182,17 @@ async def _writes(steps: _Steps, pinned: Database, conn: Any) -> int:
     schema = pinned.schema
 
     async def health() -> None:
-        row = health_storage.Row(
-            "selftest", "selftest", 1.0, "", "healthy", None, None, None, "push",
-            {"selftest": True}, now,
-        )  # fmt: skip
-        await health_storage.insert_samples(conn, schema, [row])
+        sample = Sample("selftest", "selftest", 1.0, "", "push", now, {"selftest": True})
+        await health_storage.store_samples(
+            conn, pinned, [[sample]], RuleBook(), cap=None, expires=lambda _s: now
+        )
 
     async def quality() -> None:
         row = quality_storage.NewIndicator(
             "selftest", "selftest", "completeness", 100.0, 1, 1, "healthy", 99.0, 95.0,
             None, "[]", None,
         )  # fmt: skip
-        await quality_storage.insert(conn, schema, [row])
+        await quality_storage.insert(conn, pinned, [row])
 
     async def create() -> int:
         row = await alerts_storage.create_alert(

@@ -19,12 +19,12 @@ from aiohttp import web
 from exporter import selftest
 from exporter.banner import Announcement, split_listen_address, where
 from exporter.config import Config
+from exporter.features.core import DATABASE, EXPOSITION, LIFECYCLE, LISTENER, replica_name
 from exporter.log import BANNER
 from exporter.storage import Database
 from exporter.storage import selftest as selftest_storage
 from exporter.storage.embedded import EmbeddedPostgres
 from exporter.web.app import create_app
-from exporter.web.keys import DATABASE, EXPOSITION, LIFECYCLE, LISTENER
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ async def serve(
     commit by then are answered 503. Exit 1 when the database is newer than this code, or
     with one log line when the address cannot be listened on.
     """
-    app = create_app(config, dsn=dsn)
+    app = create_app(config, dsn=dsn, replica=replica_name(config, listen_address))
     drain = config.web.shutdown_timeout.seconds
     runner = web.AppRunner(
         app,

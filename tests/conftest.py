@@ -18,9 +18,9 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.config import Config, parse_config
+from exporter.features.core import LIFECYCLE
 from exporter.storage.migrate import migrate
 from exporter.web.app import create_app
-from exporter.web.keys import LIFECYCLE
 from tests.support.postgres import (
     EmbeddedServer,
     admin_url_from_env,

@@ -22,8 +22,14 @@ from exporter.domain.health import (
     worst,
 )
 from exporter.domain.health_rules import Override, RuleBook
-from exporter.domain.health_series import Sample, SeriesLimit, SeriesStore
-from exporter.domain.health_uptime import UptimeWindow
+from exporter.domain.health_series import (
+    Sample,
+    Series,
+    SeriesLimit,
+    SeriesStore,
+    Stored,
+    plan_pushes,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -196,57 +202,83 @@ def sample(service: str, value: float = 1.0, source: str = "push") -> Sample:
     return Sample(service, "latency", value, "s", source, NOW)  # type: ignore[arg-type]
 
 
-def test_store_applies_only_what_it_is_given() -> None:
-    store = SeriesStore(RuleBook(), ttl=60, cap=10)
-    evaluated = store.evaluate([sample("a")], now=0)
-    assert store.get(("a", "latency")) is None
-    store.apply(evaluated)
-    assert store.get(("a", "latency")) is not None
+def stored(
+    tracks: dict[tuple[str, str, str], Track] | None = None,
+    overrides: dict[tuple[str, str], Override] | None = None,
+    live: int | None = 0,
+) -> Stored:
+    return Stored(tracks or {}, overrides or {}, live)
 
 
-def test_store_cap_rejects_a_push_creating_too_many_series() -> None:
-    store = SeriesStore(RuleBook(), ttl=60, cap=2)
-    store.apply(store.evaluate([sample("a"), sample("b")], now=0))
-    # updating existing series is always fine
-    store.apply(store.evaluate([sample("a", 2)], now=1))
-    with pytest.raises(SeriesLimit):
-        store.evaluate([sample("a", 3), sample("c")], now=1)
-    assert store.get(("a", "latency")).sample.value == 2  # type: ignore[union-attr]
-    assert len(store) == 2
+def test_the_cap_rejects_a_push_creating_too_many_series_and_admits_the_rest() -> None:
+    existing = {("a", "latency", ""): Track("healthy", "healthy", 0)}
+    plan = plan_pushes(
+        [[sample("a", 2)], [sample("b"), sample("c")], [sample("a", 3)]],
+        stored(existing, live=1),
+        RuleBook(),
+        cap=2,
+    )
+    first, second, third = plan.outcomes
+    assert isinstance(second, SeriesLimit)  # two new series past a cap of two
+    assert not isinstance(first, SeriesLimit) and not isinstance(third, SeriesLimit)
+    assert [e.sample.value for e in plan.evaluated] == [2, 3]
 
 
-def test_pushed_series_expire_after_the_ttl_and_free_the_cap() -> None:
-    store = SeriesStore(RuleBook(), ttl=60, cap=2)
-    store.apply(store.evaluate([sample("a"), sample("b")], now=0))
-    store.apply(store.evaluate([sample("b")], now=50))
-    assert store.expire(now=61) == 1
-    assert store.get(("a", "latency")) is None
-    assert store.get(("b", "latency")) is not None
-    store.apply(store.evaluate([sample("c")], now=62))
-    assert len(store) == 2
+def test_updating_existing_series_is_never_capped() -> None:
+    existing = {("a", "latency", ""): Track("healthy", "healthy", 0)}
+    plan = plan_pushes([[sample("a", 2)]], stored(existing, live=5), RuleBook(), cap=1)
+    assert not isinstance(plan.outcomes[0], SeriesLimit)
 
 
-def test_probe_series_do_not_expire() -> None:
-    store = SeriesStore(RuleBook(), ttl=60, cap=5)
-    store.apply(store.evaluate([sample("p", source="probe")], now=0))
-    assert store.expire(now=1000) == 0
+def test_uncapped_batches_never_hit_the_limit() -> None:
+    plan = plan_pushes([[sample(str(i)) for i in range(50)]], stored(live=None), RuleBook(), None)
+    assert len(plan.evaluated) == 50
 
 
-def test_hysteresis_carries_within_one_batch() -> None:
-    book = RuleBook({("a", "latency"): Rule(critical=1, for_=2)})
-    store = SeriesStore(book, ttl=60, cap=5)
-    store.apply(store.evaluate([sample("a", 0)], now=0))
-    out = store.evaluate([sample("a", 5), sample("a", 5)], now=1)
-    assert [e.status for e in out] == ["healthy", "critical"]
+def test_hysteresis_continues_from_the_stored_state_and_within_one_batch() -> None:
+    book = RuleBook({("a", "latency"): Rule(critical=1, for_=3)})
+    # one failing sample already counted (by whichever replica received it)
+    existing = {("a", "latency", ""): Track("healthy", "critical", 1)}
+    plan = plan_pushes([[sample("a", 5)], [sample("a", 5)]], stored(existing), book, None)
+    assert [e.status for e in plan.evaluated] == ["healthy", "critical"]
 
 
-def test_uptime_window() -> None:
-    window = UptimeWindow(10)
-    assert window.add(0, True) == 1.0
-    assert window.add(1, False) == 0.5
-    assert window.add(2, True) == pytest.approx(2 / 3)
-    assert window.add(11.5, True) == 1.0  # the t=0 and t=1 outcomes left the window
-    assert window.add(12, False) == 0.5
+def test_a_stored_rule_read_by_the_transaction_beats_the_cached_one() -> None:
+    book = RuleBook({("a", "latency"): Rule(critical=10)})
+    book.set_override(("a", "latency"), Override(Rule(critical=100), 1, NOW))
+    fresher = {("a", "latency"): Override(Rule(critical=1), 2, NOW)}
+    plan = plan_pushes([[sample("a", 5)]], stored(overrides=fresher), book, None)
+    assert plan.evaluated[0].status == "critical"
+    removed = {("a", "latency"): Override(None, 3, NOW)}
+    plan = plan_pushes([[sample("a", 5)]], stored(overrides=removed), book, None)
+    assert plan.evaluated[0].rule == Rule(critical=10)  # back to the configured rule
+
+
+def series(name: str, version: int, expires_at: float, value: float = 1.0) -> Series:
+    return Series(sample(name, value), Track("healthy", "healthy", 0), expires_at, version)
+
+
+def test_the_cache_keeps_the_newest_version_and_drops_expired_series() -> None:
+    store = SeriesStore()
+    seen: list[tuple[tuple[str, str, str], float | None]] = []
+    store.listen(lambda k, s: seen.append((k, None if s is None else s.sample.value)))
+    key = ("a", "latency", "")
+    assert store.put(series("a", 2, 100, value=2), now=0)
+    assert not store.put(series("a", 1, 100, value=1), now=0)  # an older notification
+    assert store.get(key).sample.value == 2  # type: ignore[union-attr]
+    assert store.put(series("a", 3, 50, value=3), now=0)
+    assert store.expire(now=49) == 0
+    assert store.expire(now=50) == 1
+    assert store.get(key) is None
+    assert seen == [(key, 2), (key, 3), (key, None)]
+
+
+def test_a_full_reload_replaces_the_cache() -> None:
+    store = SeriesStore()
+    store.put(series("a", 1, 100), now=0)
+    store.put(series("b", 1, 100), now=0)
+    store.replace_all([series("b", 2, 100), series("c", 1, 100), series("d", 1, 5)], now=10)
+    assert sorted(k[0] for k, _ in store.items()) == ["b", "c"]
 
 
 def test_overview_verdict() -> None:

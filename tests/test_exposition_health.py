@@ -22,6 +22,7 @@ from exporter.domain.health_series import Sample, SeriesStore
 from exporter.exposition.health import HealthExposition, go_float
 from exporter.exposition.registry import Exposition
 from tests.support import peers
+from tests.support.health import put_samples
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 NASTY = ['quote"d', "back\\slash", "new\nline", "ünïcödé ✓", 'all\\"\n']
@@ -39,7 +40,7 @@ def build(
     services: Iterable[str], cap: int = 10_000
 ) -> tuple[Exposition, HealthExposition, SeriesStore, Clock]:
     rules = RuleBook({("svc0", "latency"): Rule(warning=0.5, critical=1.0)})
-    store = SeriesStore(rules, ttl=60, cap=cap)
+    store = SeriesStore()
     clock = Clock()
     health = HealthExposition(store, rules, clock=clock)
     exposition = Exposition()
@@ -48,8 +49,8 @@ def build(
         Sample(name, "latency", 0.25 * i, "s", "push", NOW, pushed_rule=Rule(critical=2.0))
         for i, name in enumerate(services)
     ]
-    samples.append(Sample('probe"d', "up", 1.0, "", "probe", NOW))
-    store.apply(store.evaluate(samples, now=0))
+    put_samples(store, rules, samples, now=0, ttl=60)
+    put_samples(store, rules, [Sample('probe"d', "up", 1.0, "", "probe", NOW)], now=0, ttl=600)
     return exposition, health, store, clock
 
 
@@ -79,7 +80,7 @@ class Reference:
             "monitoring_health_threshold", "t", labels=["service", "metric_type", "level"]
         )
         up = GaugeMetricFamily("monitoring_service_up", "u", labels=["service"])
-        for (service, metric_type), series in self.store.items():
+        for (service, metric_type, _), series in self.store.items():
             value.add_metric([service, metric_type], series.sample.value)
             status.add_metric([service, metric_type], STATUS_CODE[series.status])
             rule, _ = self.rules.rule_for((service, metric_type), series.sample.pushed_rule)

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from exporter.web.keys import DATABASE
+from exporter.features.core import DATABASE
 from tests.conftest import MakeClient
 
 CONFIG: dict[str, Any] = {

@@ -15,8 +15,8 @@ from prometheus_client.openmetrics.parser import (
 
 from exporter.config import Config
 from exporter.demo import demo_config
+from exporter.features.core import LIFECYCLE, REPLICA
 from exporter.web.app import create_app
-from exporter.web.keys import LIFECYCLE
 from tests.conftest import MakeClient, eventually
 from tests.support import peers
 from tests.support.process import free_port
@@ -39,14 +39,16 @@ async def test_host_and_process_figures(make_client: MakeClient, tmp_path: Path)
             ],
         }
     )
+    # per-replica figures name the replica that measured them
+    replica = f',replica="{client.app[REPLICA]}"'
     wanted = [
-        'service="host",metric_type="cpu_usage"',
-        'service="host",metric_type="memory_usage"',
-        'service="host",metric_type="disk_usage_root"',
-        'service="monitoring_exporter",metric_type="process_memory_rss"',
-        'service="me",metric_type="process_cpu_usage"',
-        'service="me",metric_type="process_memory_rss"',
-        'service="me",metric_type="process_uptime"',
+        'service="host",metric_type="cpu_usage"' + replica,
+        'service="host",metric_type="memory_usage"' + replica,
+        'service="host",metric_type="disk_usage_root"' + replica,
+        'service="monitoring_exporter",metric_type="process_memory_rss"' + replica,
+        'service="me",metric_type="process_cpu_usage"' + replica,
+        'service="me",metric_type="process_memory_rss"' + replica,
+        'service="me",metric_type="process_uptime"' + replica,
     ]
 
     async def shown() -> bool:
@@ -62,13 +64,14 @@ async def test_host_and_process_figures(make_client: MakeClient, tmp_path: Path)
     }
     for w in wanted[:3]:
         assert 0 <= values[f"monitoring_health_metric_value{{{w}}}"] <= 1
-    assert (
-        values['monitoring_health_metric_value{service="me",metric_type="process_memory_rss"}']
-        > 1e6
-    )
-    assert values['monitoring_health_metric_value{service="me",metric_type="process_uptime"}'] > 0
+    value = 'monitoring_health_metric_value{{service="me",metric_type="{}"' + replica + "}}"
+    assert values[value.format("process_memory_rss")] > 1e6
+    assert values[value.format("process_uptime")] > 0
     # a process that is not running: count 0, critical, and no figures made up for it
-    assert 'monitoring_health_status{service="ghost",metric_type="process_count"} 2' in text
+    assert (
+        f'monitoring_health_status{{service="ghost",metric_type="process_count"{replica}}} 2'
+        in text
+    )
     assert 'service="ghost",metric_type="process_cpu_usage"' not in text
     assert "no_such_mount" not in text
     assert (

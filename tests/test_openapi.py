@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
+from exporter.web.api import API
 from exporter.web.app import create_app
-from exporter.web.keys import API
 from tests.conftest import MakeClient, make_config
 
 

@@ -28,7 +28,14 @@ async def test_ready_when_everything_is_up(make_client: MakeClient) -> None:
     assert resp.status == 200
     body = await resp.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "migrations", "listener", "shutdown"}
+    assert set(body["checks"]) == {
+        "database",
+        "migrations",
+        "listener",
+        "views",
+        "tasks",
+        "shutdown",
+    }
     for alias in ("/-/ready",):
         assert (await client.get(alias)).status == 200
     for alias in ("/livez", "/healthz", "/-/healthy"):

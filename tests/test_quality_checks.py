@@ -128,7 +128,7 @@ async def test_checks_score_known_defects_and_fail_alone(
     db: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="exporter.web.quality")
+    caplog.set_level(logging.WARNING, logger="exporter.features.leader")
     cfg = config(*sources)
     client = await make_client(cfg)
     names = {c["name"] for c in cfg["quality"]["checks"]}
@@ -198,7 +198,11 @@ async def test_checks_score_known_defects_and_fail_alone(
     assert load(refunds["issues"])[0]["type"] == "no_records"
     assert rows["members_email_valid"]["check_name"] == "members_email_valid"
 
-    failed = {getattr(r, "check", None) for r in caplog.records if "check failed" in r.message}
+    failed = {
+        getattr(r, "job", "").removeprefix("quality:")
+        for r in caplog.records
+        if r.message == "scheduled job failed"
+    }
     assert failed == FAILING
 
     ov = await (await client.get("/api/v1/quality/overview")).json()

@@ -1,4 +1,5 @@
-"""Retention: partitions created ahead and dropped when expired, rows deleted, one replica at a time."""
+"""Retention: partitions created ahead and dropped when expired, rows deleted (the leader's
+job runs it in its fenced transaction; tests/features/test_leader.py covers the fencing)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import asyncpg
 import pytest
 
 from exporter.config import parse_config
+from exporter.config.performance_logs import Retention
 from exporter.storage import Database
-from exporter.storage.retention import LOCK_KEY, run_pass
+from exporter.storage.retention import Pass, run_pass
 
 PARTITIONS = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -25,6 +27,11 @@ async def database(writer_url: str) -> AsyncIterator[Database]:
     await db.connect_forever()
     yield db
     await db.close()
+
+
+async def run(database: Database, config: Retention, now: datetime | None = None) -> Pass:
+    async with database.transaction() as conn:
+        return await run_pass(conn, database, config, now)
 
 
 def part(day: datetime) -> str:
@@ -49,7 +56,7 @@ async def test_a_pass_creates_partitions_ahead_and_drops_expired_ones(
         now,
     )
     config = parse_config({"retention": {"performance_logs": "14d"}}).retention
-    done = await run_pass(database, config, now)
+    done = await run(database, config, now)
     assert done.locked and done.partitions_dropped == 1
     names = [r["relname"] for r in await db.fetch(PARTITIONS)]
     assert part(old) not in names
@@ -58,7 +65,7 @@ async def test_a_pass_creates_partitions_ahead_and_drops_expired_ones(
         r["operation_type"]
         for r in await db.fetch("SELECT operation_type FROM monitoring.system_performance_logs")
     ] == ["new"]
-    again = await run_pass(database, config, now)
+    again = await run(database, config, now)
     assert (again.partitions_created, again.partitions_dropped) == (0, 0)
 
 
@@ -79,23 +86,42 @@ async def test_a_pass_deletes_expired_rows_of_the_other_tables(
         " ('f2', 'security', 'low', 'active', 't', 'api', $1, NULL, $1)",
         now - timedelta(days=400),
     )
-    done = await run_pass(database, parse_config({}).retention, now)
+    done = await run(database, parse_config({}).retention, now)
     assert done.rows_deleted == {
         "system_health_metrics": 1,
         "data_quality_indicators": 0,
         "system_alerts": 1,
+        "idempotency_keys": 0,
+        "health_series": 0,
     }
     assert await db.fetchval("SELECT count(*) FROM monitoring.system_health_metrics") == 1
     assert await db.fetchval("SELECT fingerprint FROM monitoring.system_alerts") == "f2"
 
 
-async def test_only_one_replica_runs_a_pass_at_a_time(
+async def test_idempotency_keys_live_at_least_a_day_and_at_most_the_configured_number(
     database: Database, db: asyncpg.Connection
 ) -> None:
-    await db.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
-    try:
-        done = await run_pass(database, parse_config({}).retention)
-    finally:
-        await db.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-    assert not done.locked
-    assert (await run_pass(database, parse_config({}).retention)).locked
+    now = datetime.now(UTC)
+    await db.execute(
+        "INSERT INTO monitoring.idempotency_keys (principal, key, route, request_hash, status,"
+        " response, created_at) SELECT 'p', 'k' || i, 'POST /x', '', 200, '', $1::timestamptz - i * interval"
+        " '1 second' FROM generate_series(1, 12000) AS i",
+        now - timedelta(hours=1),
+    )
+    await db.execute(
+        "INSERT INTO monitoring.idempotency_keys (principal, key, route, request_hash, status,"
+        " response, created_at) VALUES ('p', 'old', 'POST /x', '', 200, '', $1)",
+        now - timedelta(hours=25),
+    )
+    config = parse_config({"retention": {"idempotency_max_keys": 10000}}).retention
+    done = await run(database, config, now)
+    assert done.rows_deleted is not None
+    assert done.rows_deleted["idempotency_keys"] == 1  # the day-old one
+    # past the bound the oldest go, even within the day: 10,000 stay, the newest
+    assert await db.fetchval("SELECT count(*) FROM monitoring.idempotency_keys") == 10000
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM monitoring.idempotency_keys WHERE key IN ('k1', 'k10000')"
+        )
+        == 2
+    )

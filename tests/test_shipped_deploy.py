@@ -465,7 +465,7 @@ def test_kubernetes_migrates_as_the_owner_and_serves_as_the_writer() -> None:
     # other variable the service gets, the init container gets alike
     env = {e["name"]: e for e in init["env"]}
     for item in service["env"]:
-        if item["name"] != "MONITORING_DATABASE_URL":
+        if item["name"] not in ("MONITORING_DATABASE_URL", "MONITORING_REPLICA"):
             assert env[item["name"]] == item
     config_mounts = [m for m in service["volumeMounts"] if m["name"] == "config"]
     assert config_mounts and all(m in init["volumeMounts"] for m in config_mounts)
@@ -493,3 +493,8 @@ def test_pod_disruption_budget_selects_the_pods() -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    # three replicas; each names itself after its pod (its host figures carry that label)
+    assert deployment["spec"]["replicas"] == 3 and pdb["spec"]["minAvailable"] == 2
+    (service,) = deployment["spec"]["template"]["spec"]["containers"]
+    (replica,) = [e for e in service["env"] if e["name"] == "MONITORING_REPLICA"]
+    assert replica["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"

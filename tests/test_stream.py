@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from exporter.web.stream import HUB
+from exporter.features.stream import HUB
 from tests.conftest import MakeClient, eventually
 
 OPEN = {"auth": {"disabled": True}}

@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from exporter.config import Config
-from exporter.web.api import Route
+from exporter.features.core import CONFIG, DATABASE
+from exporter.web.api import API, Route
 from exporter.web.app import create_app
-from exporter.web.keys import API, CONFIG, DATABASE
 from exporter.web.payload import decode_json, json_response, media_type, read_body
 from tests.conftest import MakeClient
 

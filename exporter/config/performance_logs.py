@@ -49,3 +49,13 @@ class Retention(Section, frozen=True):
     resolved_alerts: Duration = msgspec.field(default_factory=lambda: Duration(180 * 86400))
     performance_logs: Duration = msgspec.field(default_factory=lambda: Duration(14 * 86400))
     interval: Duration = msgspec.field(default_factory=lambda: Duration(3600))
+    #: how long the outcome of a write sent with an Idempotency-Key is kept (at least 24h)
+    idempotency_keys: Duration = msgspec.field(default_factory=lambda: Duration(86400))
+    #: the most keys kept: past it the oldest go first, even before their time is up
+    idempotency_max_keys: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.idempotency_keys.seconds < 86400:
+            raise ValueError("idempotency_keys: must be at least 24h")
+        if self.idempotency_max_keys < 10_000:
+            raise ValueError("idempotency_max_keys: must be at least 10000")

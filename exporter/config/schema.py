@@ -27,6 +27,16 @@ class Database(Section, frozen=True):
     url_env: str | None = None
     #: file holding the URL
     url_file: str | None = None
+    #: a direct (or session-mode) URL for LISTEN, the leader's lease and migrations, when
+    #: ``url`` points at a transaction pooler (PgBouncer, Supavisor); default: ``url``
+    direct_url: str | None = None
+    #: environment variable holding the direct URL
+    direct_url_env: str | None = None
+    #: file holding the direct URL
+    direct_url_file: str | None = None
+    #: cache prepared statements per connection; turn off behind a transaction pooler that
+    #: does not support them
+    statement_cache: bool = True
     #: schema that holds every table
     schema: str = "monitoring"
     #: pool size at rest
@@ -44,6 +54,7 @@ class Database(Section, frozen=True):
 
     def __post_init__(self) -> None:
         read_secret(self, "url", "url_env", "url_file", required=False)
+        read_secret(self, "direct_url", "direct_url_env", "direct_url_file", required=False)
         if not _SCHEMA_NAME.match(self.schema):
             raise ValueError("schema: must be a lower-case SQL identifier")
         if not 1 <= self.min_connections <= self.max_connections:
@@ -55,6 +66,9 @@ class Web(Section, frozen=True):
 
     #: HOST:PORT or :PORT to listen on
     listen_address: str = ":9810"
+    #: this replica's name in logs, /readyz and the ``replica`` label of host figures
+    #: (default: host name and port; MONITORING_REPLICA)
+    replica: str | None = None
     #: require a read token on /metrics
     metrics_auth: bool = False
     #: body limit of API writes (after gzip inflation); larger is 413

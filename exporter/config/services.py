@@ -133,6 +133,9 @@ class Metrics(Section, frozen=True):
     max_series_per_family: int = 10_000
     # how often the overview verdict (monitoring_overall_status) and API overrides are re-read
     refresh_interval: Duration = msgspec.field(default_factory=lambda: Duration(15))
+    # how often a replica reloads its caches in full, beside the notifications that keep them
+    # current (a safety net)
+    resync_interval: Duration = msgspec.field(default_factory=lambda: Duration(60))
 
     def __post_init__(self) -> None:
         if self.max_series_per_family < 1:

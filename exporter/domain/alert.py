@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Status = Literal["active", "acknowledged", "resolved"]
 Severity = Literal["low", "medium", "high", "critical"]
@@ -173,3 +173,29 @@ def open_by_severity(counts: dict[tuple[str, str], int]) -> dict[str, int]:
         if status != "resolved":
             found[severity] += n
     return found
+
+
+class AlertRecord(NamedTuple):
+    """One alert mapped onto the ``system_alerts`` columns, ready to store.
+
+    A tuple in the order the bulk upsert reads its JSON array elements, so a whole batch
+    encodes as one JSON document (an array of arrays) in one call.
+    """
+
+    fingerprint: str
+    starts_at: datetime
+    signal: Signal
+    alert_type: AlertType
+    severity: Severity
+    title: str
+    description: str | None
+    service_name: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    generator_url: str | None
+    ends_at: datetime | None
+
+    @property
+    def key(self) -> tuple[str, datetime]:
+        """The incident this alert belongs to."""
+        return (self.fingerprint, self.starts_at)

@@ -25,6 +25,8 @@ class HealthMetric(msgspec.Struct, frozen=True):
     critical_threshold: float | None
     direction: str | None
     source: str
+    #: the replica that measured a host or process figure ("" for everything else)
+    replica: str
     metadata: dict[str, Any]
     recorded_at: datetime
     created_at: datetime

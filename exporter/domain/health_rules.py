@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from exporter.config import Config
 from exporter.config.services import Threshold
@@ -40,6 +40,10 @@ class RuleBook:
         override = self.overrides.get(key)
         if override is not None and override.rule is not None:
             return override.rule, "api"
+        return self.fallback(key, pushed)
+
+    def fallback(self, key: Key, pushed: Rule | None = None) -> tuple[Rule, Origin]:
+        """The rule for ``key`` when no override is in force: pushed, configured, built in."""
         if pushed is not None:
             return pushed, "push"
         rule = self.configured.get(key)
@@ -84,3 +88,34 @@ def configured_rules(config: Config) -> dict[Key, Rule]:
     rules = {(s.name, mt): rule(t) for s in config.services for mt, t in s.thresholds.items()}
     rules |= {("host", mt): rule(t) for mt, t in config.host.thresholds.items()}
     return rules
+
+
+def override_of(config: dict[str, Any], version: int, updated_at: datetime) -> Override:
+    """A stored rule (``monitoring_dashboard_config.config`` of kind threshold) as an Override."""
+    if config.get("removed") is True:
+        return Override(None, version, updated_at)
+    rule = Rule(
+        config.get("warning"),
+        config.get("critical"),
+        config.get("direction", "above"),
+        int(config.get("for", 1)),
+    )
+    return Override(rule, version, updated_at)
+
+
+def rule_name(key: Key) -> str:
+    """The stored name of a rule: ``<service>/<metric_type>``."""
+    return f"{key[0]}/{key[1]}"
+
+
+def key_of_name(name: str) -> Key:
+    """(service, metric_type) of a stored rule name; metric types never contain '/'."""
+    service, _, metric_type = name.rpartition("/")
+    return service, metric_type
+
+
+def rule_in_force(override: Override, pushed: Rule | None, rules: RuleBook, key: Key) -> Rule:
+    """The rule for ``key`` given a stored override read just now (it beats the cached one)."""
+    if override.rule is not None:
+        return override.rule
+    return rules.fallback(key, pushed)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -302,6 +303,27 @@ class DurationHistogram:
             seconds = ms / 1000.0
             counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
             counts[width] += seconds
+
+    def load(self, rows: Iterable[tuple[str, str, int, float, float]]) -> None:
+        """Replace the counts with stored ones: (type, status, bucket, count, seconds) rows.
+
+        Past ``max_series`` label sets, the remaining operation types (in name order) are
+        counted as ``other``, the same on every replica.
+        """
+        width = self._width
+        series: dict[tuple[str, str], list[float]] = {}
+        for op, status, bucket, count, seconds in sorted(rows):
+            key = (op, status)
+            counts = series.get(key)
+            if counts is None:
+                if len(series) >= self.max_series - len(STATUSES):
+                    key = (OTHER, status)
+                counts = series.get(key)
+                if counts is None:
+                    counts = series[key] = [0.0] * (width + 1)
+            counts[min(bucket, width - 1)] += count
+            counts[width] += seconds
+        self.series = series
 
     def snapshot(self) -> list[tuple[str, str, list[float], float]]:
         """(operation_type, status, cumulative bucket counts incl. +Inf, sum) per label set."""

@@ -305,21 +305,16 @@ class _Entry:
 
 
 class Scoreboard:
-    """The latest measurement of every member of every exported series, rebuilt into gauges.
+    """A replica's view of the latest measurement of every member, aggregated per series.
 
-    Check results never expire while the check is configured; pushed series expire ``ttl``
-    seconds after their last push (times are passed in, so this stays pure and testable).
+    Members are what quality_series holds: check results and pushed measurements. Every
+    member counts for the overview; a pushed one is exported as a series only until its
+    ``expires_at`` (Unix time), like every pushed series. Times are passed in, so this stays
+    pure and testable.
     """
 
-    def __init__(self, ttl: float, max_series: int) -> None:
-        self.ttl = ttl
-        self.max_series = max_series
+    def __init__(self) -> None:
         self._series: dict[SeriesKey, dict[str, _Entry]] = {}
-
-    def new_series(self, keys: Iterable[SeriesKey], now: float) -> int:
-        """How many of ``keys`` would be new series (to enforce the cap before storing)."""
-        self.expire(now)
-        return len({k for k in keys if k not in self._series})
 
     def record(
         self,
@@ -327,32 +322,38 @@ class Scoreboard:
         member: str,
         value: Member,
         measured_at: datetime,
-        *,
-        now: float,
-        pushed: bool,
+        expires_at: float | None,
     ) -> None:
         """Remember a measurement unless the member already has a newer one."""
         members = self._series.setdefault(key, {})
         current = members.get(member)
         if current is not None and current.measured_at > measured_at:
             return
-        members[member] = _Entry(value, measured_at, now + self.ttl if pushed else None)
+        members[member] = _Entry(value, measured_at, expires_at)
 
-    def expire(self, now: float) -> None:
-        """Forget pushed members past their TTL, and series left empty."""
-        for key in list(self._series):
-            members = self._series[key]
-            for name in [n for n, e in members.items() if e.expires_at is not None]:
-                expires = members[name].expires_at
-                if expires is not None and expires <= now:
-                    del members[name]
-            if not members:
-                del self._series[key]
+    def clear(self) -> None:
+        """Forget everything (before a full reload)."""
+        self._series.clear()
+
+    def members(self) -> list[Latest]:
+        """Every member's latest measurement (the overview's input)."""
+        return [
+            Latest(key[0], key[1], key[2], name or None, e.member.score, e.member.levels,
+                   e.measured_at, e.member.weight)
+            for key, members in self._series.items()
+            for name, e in members.items()
+        ]  # fmt: skip
 
     def series(self, now: float) -> list[tuple[SeriesKey, Aggregate]]:
-        """Every live series with its aggregate, sorted by labels."""
-        self.expire(now)
-        return [
-            (key, aggregate([e.member for e in self._series[key].values()]))
-            for key in sorted(self._series)
-        ]
+        """Every exported series with its aggregate, sorted by labels (expired pushed members
+        left out)."""
+        out = []
+        for key in sorted(self._series):
+            live = [
+                e.member
+                for e in self._series[key].values()
+                if e.expires_at is None or e.expires_at > now
+            ]
+            if live:
+                out.append((key, aggregate(live)))
+        return out

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from exporter.domain.health import STATUS_CODE, Rule
 from exporter.domain.health_rules import Key, RuleBook
-from exporter.domain.health_series import Series, SeriesStore
+from exporter.domain.health_series import Series, SeriesKey, SeriesStore
 
 
 def go_float(value: float) -> str:
@@ -64,6 +64,9 @@ class Family:
     def __len__(self) -> int:
         return len(self._lines)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._lines
+
     def render(self) -> str:
         """The family's text; empty when it has no samples (so no dangling header)."""
         if self._text is None:
@@ -72,10 +75,14 @@ class Family:
 
 
 class HealthExposition:
-    """The ``monitoring_health_*`` and ``monitoring_service_up`` families, kept current."""
+    """The ``monitoring_health_*`` and ``monitoring_service_up`` families, kept current.
+
+    Series of per-replica figures (host and process) carry a ``replica`` label; threshold
+    lines are per (service, metric_type), the unit a rule applies to.
+    """
 
     def __init__(
-        self, store: SeriesStore, rules: RuleBook, clock: Callable[[], float] = time.monotonic
+        self, store: SeriesStore, rules: RuleBook, clock: Callable[[], float] = time.time
     ) -> None:
         self.store = store
         self.clock = clock
@@ -93,15 +100,19 @@ class HealthExposition:
             "The threshold rule in force for a health metric, in base units.",
         )
         self.up = Family("monitoring_service_up", "Whether the last probe of a service succeeded.")
-        self._prefix: dict[Key, str] = {}
+        self._prefix: dict[object, str] = {}
         self._rules_generation = -1
+        # rule keys with live series, and how many (several replicas share a host rule)
+        self._live: dict[Key, int] = {}
         store.listen(self.on_change)
         self.refresh_thresholds()
 
-    def _labels(self, key: Key) -> str:
+    def _labels(self, key: Key | SeriesKey) -> str:
         prefix = self._prefix.get(key)
         if prefix is None:
             prefix = f'service="{escape_label(key[0])}",metric_type="{escape_label(key[1])}"'
+            if len(key) == 3 and key[2]:
+                prefix += f',replica="{escape_label(key[2])}"'
             self._prefix[key] = prefix
         return prefix
 
@@ -116,24 +127,37 @@ class HealthExposition:
             out += go_float(rule.critical) + "\n"
         return out
 
-    def on_change(self, key: Key, series: Series | None) -> None:
-        """Re-render the lines of one series (or drop them when it expired)."""
+    def _rule(self, key: Key) -> Rule:
+        shared = self.store.get((key[0], key[1], ""))
+        pushed = shared.sample.pushed_rule if shared is not None else None
+        return self.rules.rule_for(key, pushed)[0]
+
+    def on_change(self, key: SeriesKey, series: Series | None) -> None:
+        """Re-render the lines of one series (or drop them when it is gone)."""
+        rule_key: Key = (key[0], key[1])
         if series is None:
             self.value.set(key, "")
             self.status.set(key, "")
-            if key not in self.rules.keys():  # noqa: SIM118 - a method
-                self.threshold.set(key, "")
-                self._prefix.pop(key, None)
-            if key[1] == "up":
+            self._prefix.pop(key, None)
+            left = self._live.get(rule_key, 0) - 1
+            if left > 0:
+                self._live[rule_key] = left
+            else:
+                self._live.pop(rule_key, None)
+                if rule_key not in self.rules.keys():  # noqa: SIM118 - a method
+                    self.threshold.set(rule_key, "")
+                    self._prefix.pop(rule_key, None)
+            if key[1] == "up" and not key[2]:
                 self.up.set(key[0], "")
             return
+        if key not in self.value:
+            self._live[rule_key] = self._live.get(rule_key, 0) + 1
         labels = self._labels(key)
         value = go_float(series.sample.value)
         self.value.set(key, f"{self.value.name}{{{labels}}} {value}\n")
         self.status.set(key, f"{self.status.name}{{{labels}}} {STATUS_CODE[series.status]}\n")
-        rule, _ = self.rules.rule_for(key, series.sample.pushed_rule)
-        self.threshold.set(key, self._threshold_lines(key, rule))
-        if key[1] == "up" and series.sample.source == "probe":
+        self.threshold.set(rule_key, self._threshold_lines(rule_key, self._rule(rule_key)))
+        if key[1] == "up" and series.sample.source == "probe" and not key[2]:
             line = f'{self.up.name}{{service="{escape_label(key[0])}"}} {value}\n'
             self.up.set(key[0], line)
 
@@ -142,12 +166,8 @@ class HealthExposition:
         if self._rules_generation == self.rules.generation:
             return
         self._rules_generation = self.rules.generation
-        keys = self.rules.touched() | {key for key, _ in self.store.items()}
-        for key in keys:
-            series = self.store.get(key)
-            pushed = series.sample.pushed_rule if series is not None else None
-            rule, _ = self.rules.rule_for(key, pushed)
-            self.threshold.set(key, self._threshold_lines(key, rule))
+        for key in self.rules.touched() | set(self._live):
+            self.threshold.set(key, self._threshold_lines(key, self._rule(key)))
 
     def render_families(self, openmetrics: bool) -> Iterator[str]:
         """The families' text; identical in both formats, since all are plain gauges."""

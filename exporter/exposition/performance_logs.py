@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -12,13 +13,21 @@ from prometheus_client.metrics_core import (
 )
 
 from exporter.domain.performance_log import DURATION_BUCKETS, DurationHistogram
-from exporter.storage.performance_logs import GroupWriter
+
+
+class QueueStats(Protocol):
+    """What a group-commit writer tells about its queue."""
+
+    queued_units: int
+    queued_bytes: int
+    waiting: int
+    batches: int
 
 
 class PerformanceLogCollector:
     """The duration histogram of committed records and the state of the write queue."""
 
-    def __init__(self, histogram: DurationHistogram, writer: GroupWriter) -> None:
+    def __init__(self, histogram: DurationHistogram, writer: QueueStats) -> None:
         self.histogram = histogram
         self.writer = writer
 
@@ -38,7 +47,7 @@ class PerformanceLogCollector:
             "Performance-log records accepted and not yet committed.",
             labels=["unit"],
         )
-        queue.add_metric(["rows"], self.writer.queued_rows)
+        queue.add_metric(["rows"], self.writer.queued_units)
         queue.add_metric(["bytes"], self.writer.queued_bytes)
         queue.add_metric(["requests"], self.writer.waiting)
         yield queue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -23,7 +23,9 @@ class CheckRun:
 class QualityCollector:
     """``monitoring_data_quality_*`` from the scoreboard, and each check's last run."""
 
-    def __init__(self, scoreboard: q.Scoreboard, runs: Mapping[str, CheckRun]) -> None:
+    def __init__(
+        self, scoreboard: q.Scoreboard, runs: Callable[[], Mapping[str, CheckRun]]
+    ) -> None:
         self.scoreboard = scoreboard
         self.runs = runs
 
@@ -38,7 +40,7 @@ class QualityCollector:
             "Data-quality status: 0 healthy, 1 warning, 2 critical.",
             labels=labels,
         )
-        for key, agg in self.scoreboard.series(time.monotonic()):
+        for key, agg in self.scoreboard.series(time.time()):
             if agg.score is None:
                 continue  # undefined: no sample rather than a made-up 0 or 100
             score.add_metric(list(key), agg.score)
@@ -58,7 +60,7 @@ class QualityCollector:
             "When the quality check last ran (Unix time).",
             labels=["check"],
         )
-        for name, run in sorted(self.runs.items()):
+        for name, run in sorted(self.runs().items()):
             ok.add_metric([name], 1.0 if run.ok else 0.0)
             took.add_metric([name], run.duration)
             last.add_metric([name], run.at)

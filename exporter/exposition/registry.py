@@ -12,7 +12,7 @@ import asyncio
 import gzip
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -54,7 +54,7 @@ class Exposition:
         # (success, seconds) of the pre-rendered sources in the scrape being rendered
         self._outcomes: dict[str, tuple[float, float]] = {}
         # (success, seconds) of the last run of collectors that run on their own schedule
-        self._runs: dict[str, tuple[float, float]] = {}
+        self._runs: list[Callable[[], Mapping[str, tuple[float, float]]]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -72,9 +72,10 @@ class Exposition:
         self._check_name(name)
         self._prerendered[name] = source
 
-    def report_run(self, name: str, ok: bool, seconds: float) -> None:
-        """Record the outcome of a collector that runs on its own schedule (e.g. a check)."""
-        self._runs[name] = (1.0 if ok else 0.0, seconds)
+    def add_runs(self, runs: Callable[[], Mapping[str, tuple[float, float]]]) -> None:
+        """Export the outcome of collectors that run on their own schedule (quality checks):
+        ``runs()`` gives (success 0/1, seconds) by collector name."""
+        self._runs.append(runs)
 
     def collect(self) -> Iterator[Metric]:
         """Run every collector; a failing one is logged and reported, never raised."""
@@ -101,7 +102,10 @@ class Exposition:
             yield from families
             success.add_metric([name], ok)
             duration.add_metric([name], time.perf_counter() - started)
-        for name, (ok, seconds) in (self._outcomes | self._runs).items():
+        outcomes = dict(self._outcomes)
+        for runs in self._runs:
+            outcomes.update(runs())
+        for name, (ok, seconds) in outcomes.items():
             success.add_metric([name], ok)
             duration.add_metric([name], seconds)
         yield success

@@ -7,7 +7,7 @@ tolerant of every field it does not know (``truncatedAlerts``, future ones).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -78,32 +78,6 @@ class Notification(msgspec.Struct, frozen=True, rename="camel"):
 decoder = msgspec.json.Decoder(Notification)
 
 
-class AlertRecord(NamedTuple):
-    """One alert mapped onto the ``system_alerts`` columns, ready to store.
-
-    A tuple in the order the bulk upsert reads its JSON array elements, so a whole batch
-    encodes as one JSON document (an array of arrays) in one call.
-    """
-
-    fingerprint: str
-    starts_at: datetime
-    signal: lifecycle.Signal
-    alert_type: lifecycle.AlertType
-    severity: lifecycle.Severity
-    title: str
-    description: str | None
-    service_name: str | None
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    generator_url: str | None
-    ends_at: datetime | None
-
-    @property
-    def key(self) -> tuple[str, datetime]:
-        """The incident this alert belongs to."""
-        return (self.fingerprint, self.starts_at)
-
-
 def _end(alert: WebhookAlert) -> datetime | None:
     """The end we store: a resolved alert's, unless it is Go's zero time."""
     ends_at = alert.ends_at if alert.status == "resolved" else None
@@ -112,7 +86,7 @@ def _end(alert: WebhookAlert) -> datetime | None:
     return ends_at
 
 
-def to_record(alert: WebhookAlert) -> AlertRecord:
+def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
     """Map one webhook alert onto our columns (the spec's label mapping).
 
     Times go to PostgreSQL as JSON text, which it parses only with offsets of at most 15:59:
@@ -121,7 +95,7 @@ def to_record(alert: WebhookAlert) -> AlertRecord:
     labels, annotations, status = alert.labels, alert.annotations, alert.status
     ends_at = _end(alert)
     # positional: this runs for every alert of every webhook
-    return AlertRecord(
+    return lifecycle.AlertRecord(
         alert.fingerprint,
         as_utc(alert.starts_at),
         status,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +56,10 @@ class HostReader:
         # the first cpu_percent call only starts the measurement interval
         psutil.cpu_percent(interval=None)
         self._own.cpu_percent(interval=None)
+
+    def samples(self, replica: str) -> list[Sample]:
+        """Every figure as a sample of ``replica`` (blocking: call from a worker thread)."""
+        return to_samples(self.read(), replica)
 
     def read(self) -> list[Figure]:
         """Every figure, now (host and exporter figures only when ``host`` is on)."""
@@ -145,25 +147,10 @@ class HostReader:
         return found
 
 
-def to_samples(figures: list[Figure]) -> list[Sample]:
-    """Host figures as health samples recorded now."""
+def to_samples(figures: list[Figure], replica: str) -> list[Sample]:
+    """Figures as health samples recorded now; they name the replica that measured them."""
     now = datetime.now(UTC)
     return [
-        Sample(f.service, f.metric_type, f.value, f.unit, "host", now, f.metadata) for f in figures
+        Sample(f.service, f.metric_type, f.value, f.unit, "host", now, f.metadata, None, replica)
+        for f in figures
     ]
-
-
-async def run_host(
-    reader: HostReader, interval: float, submit: Callable[[list[Sample]], None]
-) -> None:
-    """Read the figures every ``interval`` seconds (in a worker thread) and submit them."""
-    loop = asyncio.get_running_loop()
-    next_at = loop.time()
-    while True:
-        try:
-            figures = await asyncio.to_thread(reader.read)
-            submit(to_samples(figures))
-        except Exception:
-            log.exception("reading host figures failed")
-        next_at = max(next_at + interval, loop.time())
-        await asyncio.sleep(next_at - loop.time())

@@ -4,7 +4,6 @@ changes, queries, the counts behind ``monitoring_alerts``, and the demo incident
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,9 +13,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from exporter.domain import alert as lifecycle
-from exporter.inputs.alertmanager import AlertRecord
+from exporter.domain.alert import AlertRecord
 from exporter.storage.database import Database
-from exporter.storage.errors import StorageUnavailable
+from exporter.storage.keyset import Keyset
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -152,22 +151,18 @@ COUNTS = """
 SELECT status, severity, sum(n)::bigint AS n FROM __SCHEMA__.system_alert_counts GROUP BY 1, 2
 """
 
-# GET /api/v1/alerts: fixed fragments chosen by which filters are present; values are $n.
-_FILTERS = {
-    "status": "status = ANY(${}::text[])",
-    "severity": "severity = ANY(${}::text[])",
-    "alert_type": "alert_type = ANY(${}::text[])",
-    "service": "service_name = ${}",
-    "since": "starts_at >= ${}",
-    "until": "starts_at < ${}",
-}
-_AFTER = "(starts_at, id) < (${}, ${})"
-_LIST = "SELECT * FROM __SCHEMA__.system_alerts{} ORDER BY starts_at DESC, id DESC LIMIT ${}"
-
-
-def sql(db: Database, text: str) -> str:
-    """A statement for the configured (validated) schema."""
-    return text.replace("__SCHEMA__", f'"{db.schema}"')
+LIST = Keyset(
+    "SELECT * FROM __SCHEMA__.system_alerts",
+    "starts_at",
+    {
+        "status": "status = ANY($?::text[])",
+        "severity": "severity = ANY($?::text[])",
+        "alert_type": "alert_type = ANY($?::text[])",
+        "service": "service_name = $?",
+        "since": "starts_at >= $?",
+        "until": "starts_at < $?",
+    },
+)
 
 
 def _row(record: Any) -> dict[str, Any]:
@@ -207,13 +202,11 @@ class Outcome:
     duplicates: int = 0
 
 
-async def upsert_alerts(db: Database, records: Sequence[AlertRecord]) -> list[Changed]:
+async def upsert_alerts(conn: Any, db: Database, records: Sequence[AlertRecord]) -> list[Changed]:
     """Upsert distinct incidents (one statement, hence one transaction) and write the events."""
     if not records:
         return []
-    batch = _encode(records).decode()
-    async with db.connection() as conn:
-        rows = await conn.fetch(sql(db, UPSERT_WEBHOOK), batch)
+    rows = await conn.fetch(db.sql(UPSERT_WEBHOOK), _encode(records).decode())
     return [Changed(*r) for r in rows]
 
 
@@ -237,126 +230,18 @@ def collapse(batches: Sequence[Sequence[AlertRecord]]) -> tuple[list[AlertRecord
     return list(merged.values()), list(owner.values())
 
 
-class AlertWriter:
-    """Group commit for webhooks: notifications arriving together share one statement.
-
-    Each caller still waits for the commit that holds its alerts; a failure that is not an
-    outage is retried per notification so one bad notification cannot fail the others. Up to
-    ``max_concurrent`` statements run at once, so one batch's commit (a WAL flush) overlaps the
-    next batch's Python work, and PostgreSQL has work while the event loop is busy answering
-    requests (three measured best on two cores); their ``ORDER BY fingerprint`` keeps row-lock
-    order consistent, and ON CONFLICT settles two statements opening the same incident. Another
-    statement starts only with at least ``overlap_min_alerts`` alerts (or when one ends): each
-    statement has a fixed cost, and two small ones cost PostgreSQL more than one larger one.
-    """
-
-    def __init__(
-        self,
-        db: Database,
-        *,
-        max_alerts: int = 20_000,
-        max_concurrent: int = 3,
-        overlap_min_alerts: int = 100,
-    ) -> None:
-        self.db = db
-        self.max_alerts = max_alerts
-        self.max_concurrent = max(1, max_concurrent)
-        self.overlap_min_alerts = overlap_min_alerts
-        self._pending: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]] = []
-        self._pending_count = 0  # alerts in _pending
-        self._flushing: set[asyncio.Task[None]] = set()
-        self._closed = False
-        self.on_commit: Callable[[], None] = lambda: None
-
-    async def write(self, records: list[AlertRecord]) -> Outcome:
-        """Store a notification's alerts; returns once they are committed."""
-        if self._closed:
-            raise StorageUnavailable("the service is shutting down")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending.append((records, future))
-        self._pending_count += len(records)
-        self._start()
-        return await future
-
-    async def run(self) -> None:
-        """Keep the writer for the app's lifetime; at shutdown, callers left waiting get a 503.
-
-        Scheduling is event driven (an arrival or a finished statement starts the next one),
-        so this only waits; the statements in flight are its tasks and end with it.
-        """
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self._closed = True
-            for task in self._flushing:
-                task.cancel()
-            if self._flushing:
-                await asyncio.wait(self._flushing)
-            pending, self._pending = self._pending, []
-            self._pending_count = 0
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(StorageUnavailable("the service is shutting down"))
-
-    def _start(self) -> None:
-        """Start statements for what is pending, as far as the slots allow."""
-        while self._pending and not self._closed:
-            if len(self._flushing) >= self.max_concurrent or (
-                self._flushing and self._pending_count < self.overlap_min_alerts
-            ):
-                return  # a finishing statement starts the next: this is the group commit
-            task = asyncio.create_task(self._flush(self._take()), name="alerts-flush")
-            self._flushing.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._flushing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("alert writer flush failed", exc_info=task.exception())
-        self._start()
-
-    def _take(self) -> list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]:
-        taken, size = 0, 0
-        for records, _ in self._pending:
-            if taken and size + len(records) > self.max_alerts:
-                break
-            taken, size = taken + 1, size + len(records)
-        batch, self._pending = self._pending[:taken], self._pending[taken:]
-        self._pending_count -= size
-        return batch
-
-    async def _flush(self, batch: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]) -> None:
-        try:
-            await self._write(batch)
-        except asyncio.CancelledError:
-            # shutting down mid-statement: whether it committed is unknown, so a 503 (the
-            # upsert is idempotent: Alertmanager's retry stores it at most once)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(StorageUnavailable("the service is shutting down"))
-            raise
-
-    async def _write(self, batch: list[tuple[list[AlertRecord], asyncio.Future[Outcome]]]) -> None:
-        records, owner_of = collapse([r for r, _ in batch])
-        try:
-            changed = await upsert_alerts(self.db, records)
-        except Exception as exc:
-            if len(batch) > 1 and not isinstance(exc, StorageUnavailable):
-                for one in batch:
-                    await self._write([one])
-                return
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.on_commit()
-        outcomes = [Outcome() for _ in batch]
-        for change in changed:
-            outcomes[owner_of[change.position]].changed.append(change)
-        for (mine, future), outcome in zip(batch, outcomes, strict=True):
-            outcome.duplicates = len(mine) - len(outcome.changed)
-            if not future.done():
-                future.set_result(outcome)
+async def write_batch(
+    conn: Any, db: Database, batch: Sequence[Sequence[AlertRecord]]
+) -> list[Outcome]:
+    """Store several notifications with one statement (one transaction); an outcome each."""
+    records, owner_of = collapse(batch)
+    changed = await upsert_alerts(conn, db, records)
+    outcomes = [Outcome() for _ in batch]
+    for change in changed:
+        outcomes[owner_of[change.position]].changed.append(change)
+    for mine, outcome in zip(batch, outcomes, strict=True):
+        outcome.duplicates = len(mine) - len(outcome.changed)
+    return outcomes
 
 
 async def create_alert(
@@ -370,7 +255,7 @@ async def create_alert(
     alert_type, severity, title, description, service, labels = values
     async with db.connection() as conn:
         record = await conn.fetchrow(
-            sql(db, INSERT_MANUAL),
+            db.sql(INSERT_MANUAL),
             fingerprint, alert_type, severity, title, description, service, labels,
             auto_resolve_after, actor,
         )  # fmt: skip
@@ -382,10 +267,10 @@ async def get_alert(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """One alert and its events, oldest first."""
     async with db.connection() as conn:
-        record = await conn.fetchrow(sql(db, SELECT_ONE), alert_id)
+        record = await conn.fetchrow(db.sql(SELECT_ONE), alert_id)
         if record is None:
             return None
-        events = await conn.fetch(sql(db, SELECT_EVENTS), alert_id)
+        events = await conn.fetch(db.sql(SELECT_EVENTS), alert_id)
     return _row(record), [dict(e) for e in events]
 
 
@@ -397,20 +282,20 @@ async def change_alert(
     lifecycle.Conflict propagates (and rolls back).
     """
     async with db.transaction() as conn:
-        record = await conn.fetchrow(sql(db, LOCK_ONE), alert_id)
+        record = await conn.fetchrow(db.sql(LOCK_ONE), alert_id)
         if record is None:
             return None
         transition = operation(incident_of(dict(record)))
         event, state = transition.event, transition.incident
         if event is not None:
             record = await conn.fetchrow(
-                sql(db, UPDATE_LIFECYCLE),
+                db.sql(UPDATE_LIFECYCLE),
                 alert_id, state.status, state.acknowledged_by, state.acknowledged_at,
                 state.resolved_by, state.resolved_at,
             )  # fmt: skip
             at = state.resolved_at if state.status == "resolved" else state.acknowledged_at
             await conn.execute(
-                sql(db, INSERT_EVENT),
+                db.sql(INSERT_EVENT),
                 alert_id, event.from_status, event.to_status, event.actor, event.note, at,
             )  # fmt: skip
     return _row(record), transition
@@ -419,27 +304,25 @@ async def change_alert(
 async def set_silence(db: Database, alert_id: int, silence_id: str) -> bool:
     """Record the silence of an acknowledged alert; False when it was resolved meanwhile."""
     async with db.connection() as conn:
-        return await conn.fetchval(sql(db, SET_SILENCE), alert_id, silence_id) is not None
+        return await conn.fetchval(db.sql(SET_SILENCE), alert_id, silence_id) is not None
 
 
-async def resolve_due(db: Database) -> list[tuple[int, str | None]]:
+async def resolve_due(conn: Any, db: Database) -> list[tuple[int, str | None]]:
     """Resolve alerts whose ``auto_resolve_after`` elapsed; (id, silence_id) of each."""
-    async with db.connection() as conn:
-        rows = await conn.fetch(sql(db, AUTO_RESOLVE))
+    rows = await conn.fetch(db.sql(AUTO_RESOLVE))
     return [(r["id"], r["silence_id"]) for r in rows]
 
 
 async def silenced_open(db: Database) -> list[tuple[int, str, datetime]]:
     """(id, fingerprint, starts_at) of acknowledged Alertmanager incidents with a silence."""
     async with db.connection() as conn:
-        rows = await conn.fetch(sql(db, SILENCED_OPEN))
+        rows = await conn.fetch(db.sql(SILENCED_OPEN))
     return [(r["id"], r["fingerprint"], r["starts_at"]) for r in rows]
 
 
-async def resolve_gone(db: Database, ids: list[int]) -> list[tuple[int, str | None]]:
+async def resolve_gone(conn: Any, db: Database, ids: list[int]) -> list[tuple[int, str | None]]:
     """Resolve (by alertmanager) acknowledged incidents Alertmanager no longer holds."""
-    async with db.connection() as conn:
-        rows = await conn.fetch(sql(db, RESOLVE_GONE), ids)
+    rows = await conn.fetch(db.sql(RESOLVE_GONE), ids)
     return [(r["id"], r["silence_id"]) for r in rows]
 
 
@@ -447,25 +330,13 @@ async def list_alerts(
     db: Database, filters: dict[str, Any], after: tuple[datetime, int] | None, limit: int
 ) -> list[dict[str, Any]]:
     """Alerts newest first (by starts_at, id), filtered; ``after`` continues a page."""
-    clauses, args = [], []
-    for name, value in filters.items():
-        if value is not None:
-            args.append(value)
-            clauses.append(_FILTERS[name].format(len(args)))
-    if after is not None:
-        args += list(after)
-        clauses.append(_AFTER.format(len(args) - 1, len(args)))
-    args.append(limit)
-    where = " WHERE " + " AND ".join(clauses) if clauses else ""
-    async with db.connection() as conn:
-        rows = await conn.fetch(sql(db, _LIST.format(where, len(args))), *args)
-    return [_row(r) for r in rows]
+    return [_row(r) for r in await LIST.page(db, filters, after, limit)]
 
 
 async def count_alerts(db: Database) -> dict[tuple[str, str], int]:
     """Incidents by (status, severity)."""
     async with db.connection() as conn:
-        rows = await conn.fetch(sql(db, COUNTS))
+        rows = await conn.fetch(db.sql(COUNTS))
     return {(r["status"], r["severity"]): r["n"] for r in rows}
 
 
@@ -488,9 +359,7 @@ async def seed_demo(db: Database) -> int:
     now = datetime.now(UTC)
     async with db.transaction() as conn:
         if await conn.fetchval(
-            sql(
-                db, "SELECT 1 FROM __SCHEMA__.system_alerts WHERE fingerprint LIKE 'demo-%' LIMIT 1"
-            )
+            db.sql("SELECT 1 FROM __SCHEMA__.system_alerts WHERE fingerprint LIKE 'demo-%' LIMIT 1")
         ):
             return 0
         for i, (title, severity, alert_type, service, status, hours) in enumerate(_DEMO):
@@ -499,7 +368,7 @@ async def seed_demo(db: Database) -> int:
                 {"alertname": title.split(" ")[0], "service": service, "severity": severity}
             ).decode()
             alert_id = await conn.fetchval(
-                sql(db, """
+                db.sql("""
                 INSERT INTO __SCHEMA__.system_alerts (fingerprint, starts_at, alert_type, severity,
                     title, service_name, labels, source, status, acknowledged_by, acknowledged_at,
                     resolved_by, resolved_at)
@@ -520,7 +389,7 @@ async def seed_demo(db: Database) -> int:
                 steps.append(("acknowledged", "resolved", "oncall", timedelta(hours=1)))
             for from_status, to_status, actor, delay in steps:
                 await conn.execute(
-                    sql(db, INSERT_EVENT), alert_id, from_status, to_status, actor, None,
+                    db.sql(INSERT_EVENT), alert_id, from_status, to_status, actor, None,
                     starts + delay,
                 )  # fmt: skip
     return len(_DEMO)

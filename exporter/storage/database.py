@@ -4,6 +4,7 @@ StorageUnavailable, and gives up on stuck statements at the drain deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,6 +59,19 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, _OUTAGE) and not isinstance(exc, _NOT_OUTAGE)
 
 
+def _keep_cancelled(exc: BaseException | None = None) -> None:
+    """Raise CancelledError if this task is being cancelled.
+
+    A statement cancelled mid-flight leaves the connection busy, so the ROLLBACK or release
+    that follows fails (InterfaceError: another operation is in progress); that error must
+    not replace the cancellation, or a loop being stopped would take it for a failed run and
+    go on, and the app's shutdown would wait for it forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from exc
+
+
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
     """A pool connection released without asyncpg's reset query.
 
@@ -81,11 +95,19 @@ class Database:
     """
 
     def __init__(
-        self, dsn: str, config: DatabaseConfig, retention: Retention | None = None
+        self,
+        dsn: str,
+        config: DatabaseConfig,
+        retention: Retention | None = None,
+        *,
+        direct_dsn: str | None = None,
     ) -> None:
         self.dsn = dsn
+        #: for sessions a transaction pooler would break: LISTEN, leases, migrations
+        self.direct_dsn = direct_dsn or dsn
         self.config = config
         self.schema = config.schema
+        self._sql: dict[str, str] = {}
         self.retention = retention
         self.pool: asyncpg.Pool | None = None
         self.migrated = False
@@ -135,8 +157,9 @@ class Database:
 
         The pool is opened even while migrations are pending, so /readyz can tell a missing
         schema from a missing database; ``connection()`` refuses until they are applied.
+        Migrations use the direct URL: a transaction pooler would split them.
         """
-        conn = await asyncpg.connect(self.dsn, timeout=self.config.connect_timeout.seconds)
+        conn = await asyncpg.connect(self.direct_dsn, timeout=self.config.connect_timeout.seconds)
         try:
             state = await inspect(conn, self.schema)
             if state.newer:
@@ -155,6 +178,7 @@ class Database:
                 server_settings={"application_name": "monitoring-exporter", "TimeZone": "UTC"},
                 init=self._init_connection,
                 connection_class=PooledConnection,
+                statement_cache_size=100 if self.config.statement_cache else 0,
             )
         if not state.may_migrate and state.pending:
             raise state.blocked()
@@ -164,6 +188,17 @@ class Database:
         await conn.set_type_codec(
             "jsonb", encoder=lambda v: v, decoder=lambda v: v, schema="pg_catalog"
         )
+
+    def sql(self, text: str) -> str:
+        """A statement with ``__SCHEMA__`` naming the configured schema (rendered once).
+
+        Statements name the schema themselves rather than relying on ``search_path``: a
+        transaction pooler does not keep session settings between transactions.
+        """
+        rendered = self._sql.get(text)
+        if rendered is None:
+            rendered = self._sql[text] = text.replace("__SCHEMA__", f'"{self.schema}"')
+        return rendered
 
     async def wait_ready(self) -> None:
         """Wait until the pool exists and migrations are applied."""
@@ -231,15 +266,20 @@ class Database:
                 try:
                     yield conn
                 except BaseException as exc:
-                    if is_outage(exc) or isinstance(exc, StorageUnavailable):
+                    if is_outage(exc) or isinstance(
+                        exc, (StorageUnavailable, asyncio.CancelledError)
+                    ):
                         # the protocol may be stuck mid-operation, and with no reset query
                         # on release (PooledConnection) nothing would notice: never hand
                         # such a connection to the next request, the pool opens a new one
-                        conn.terminate()
+                        with contextlib.suppress(asyncpg.InterfaceError):  # released already
+                            conn.terminate()
                     raise
         except StorageUnavailable:
+            _keep_cancelled()
             raise
         except Exception as exc:
+            _keep_cancelled(exc)
             if is_outage(exc):
                 raise StorageUnavailable(f"database unavailable: {type(exc).__name__}") from exc
             raise
@@ -252,8 +292,10 @@ class Database:
                 async with conn.transaction():
                     yield conn
             except StorageUnavailable:
+                _keep_cancelled()
                 raise
             except Exception as exc:
+                _keep_cancelled(exc)
                 if is_outage(exc):
                     raise StorageUnavailable(f"database unavailable: {type(exc).__name__}") from exc
                 raise
@@ -266,6 +308,11 @@ class Database:
             except Exception as exc:
                 raise StorageUnavailable(f"database did not answer: {type(exc).__name__}") from exc
 
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send a notification through the pool (the listener's delivery check)."""
+        async with self.connection() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+
     def pool_stats(self) -> dict[str, Any]:
         """Sizes of the pool for the exporter's own metrics."""
         if self.pool is None:
@@ -275,3 +322,39 @@ class Database:
             "idle": self.pool.get_idle_size(),
             "max": self.pool.get_max_size(),
         }
+
+
+async def connect_direct(
+    dsn: str, *, timeout: float, settings: dict[str, str] | None = None
+) -> asyncpg.Connection:
+    """A dedicated connection outside the pool (LISTEN, leases, migrations)."""
+    return await asyncpg.connect(
+        dsn,
+        timeout=timeout,
+        server_settings={"application_name": "monitoring-exporter", **(settings or {})},
+    )
+
+
+class Pinned(Database):
+    """A Database whose connections are all one connection, inside an outer transaction.
+
+    Storage functions that open their own connection or transaction then run inside the outer
+    one, their transactions being savepoints of it: the self-test rolls it back, an idempotent
+    write commits it together with its key.
+    """
+
+    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
+        super().__init__(db.dsn, db.config, db.retention, direct_dsn=db.direct_dsn)
+        self._conn = conn
+        self.migrated = True
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """The pinned connection."""
+        yield self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A savepoint of the outer transaction."""
+        async with self._conn.transaction():
+            yield self._conn

@@ -8,15 +8,24 @@ from typing import Any
 import asyncpg
 
 from exporter.storage.database import Database
+from exporter.storage.keyset import Keyset
 
-SELECT = """
-SELECT id, operation_type, operation_name, duration_ms, memory_usage_bytes, cpu_usage_percent,
-       status, error_message, user_id, request_details, recorded_at, created_at
-FROM {schema}.system_performance_logs
-WHERE {where}
-ORDER BY recorded_at DESC, id DESC
-LIMIT {limit}
-"""
+LIST = Keyset(
+    """SELECT id, operation_type, operation_name, duration_ms, memory_usage_bytes,
+       cpu_usage_percent, status, error_message, user_id, request_details, recorded_at,
+       created_at
+FROM __SCHEMA__.system_performance_logs""",
+    "recorded_at",
+    {
+        "operation_type": "operation_type = $?",
+        "operation_name": "operation_name = $?",
+        "status": "status = $?",
+        "user_id": "user_id = $?",
+        "min_duration_ms": "duration_ms >= $?::float8",
+        "since": "recorded_at >= $?",
+        "until": "recorded_at < $?",
+    },
+)
 
 SUMMARY = """
 SELECT operation_type, operation_name, count(*) AS count,
@@ -62,15 +71,7 @@ async def select_logs(
     limit: int,
 ) -> list[asyncpg.Record]:
     """Records matching ``filters``, newest first, after a keyset position."""
-    clauses, args = _where(filters)
-    if after is not None:
-        args += list(after)
-        clauses.append(f"(recorded_at, id) < (${len(args) - 1}, ${len(args)})")
-    args.append(limit)
-    sql = SELECT.format(schema=f'"{db.schema}"', where=" AND ".join(clauses), limit=f"${len(args)}")
-    async with db.connection() as conn:
-        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-    return rows
+    return await LIST.page(db, filters, after, limit)
 
 
 async def summarise(db: Database, filters: dict[str, Any], limit: int) -> list[asyncpg.Record]:
@@ -93,3 +94,16 @@ async def count_logs(db: Database) -> int:
             " LIMIT 1) AS x"
         )
     return n
+
+
+HISTOGRAM = """
+SELECT operation_type, status, bucket, sum(n)::float8 AS n, sum(sum_seconds) AS sum_seconds
+FROM __SCHEMA__.operation_histogram GROUP BY 1, 2, 3
+"""
+
+
+async def histogram(db: Database) -> list[tuple[str, str, int, float, float]]:
+    """(operation_type, status, bucket, count, sum of seconds) of every record ever stored."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(db.sql(HISTOGRAM))
+    return [(r["operation_type"], r["status"], r["bucket"], r["n"], r["sum_seconds"]) for r in rows]

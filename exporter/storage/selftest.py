@@ -13,36 +13,12 @@ from typing import Any
 
 import asyncpg
 
-from exporter.storage.database import Database
+from exporter.storage.database import Database, Pinned
 from exporter.storage.migrate import pending
 from exporter.storage.performance_logs import ENSURE_PARTITIONS, INSERT, Rows
 
 CHANNEL = "monitoring_selftest"
 ALERT_EXISTS = "SELECT count(*) FROM __SCHEMA__.system_alerts WHERE id = $1"
-
-
-class Pinned(Database):
-    """A Database whose connections are all one connection, inside an outer transaction.
-
-    The storage functions that open their own connection or transaction (the alert
-    lifecycle) then run inside the self-test's transaction, their own transactions being
-    savepoints of it, so rolling it back leaves nothing behind.
-    """
-
-    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
-        super().__init__(db.dsn, db.config)
-        self._conn = conn
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """The pinned connection."""
-        yield self._conn
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A savepoint of the outer transaction."""
-        async with self._conn.transaction():
-            yield self._conn
 
 
 @asynccontextmanager
@@ -107,13 +83,13 @@ async def insert_performance_log(conn: asyncpg.Connection, schema: str, rows: Ro
     now = datetime.now(UTC)
     try:
         async with conn.transaction():  # a savepoint: a failed INSERT must not end the test
-            await conn.execute(INSERT.format(schema=table), *rows.arrays(now))
+            await conn.execute(INSERT.replace("__SCHEMA__", table), *rows.arrays(now))
         return
     except asyncpg.PostgresError as exc:
         if "no partition" not in str(exc):
             raise
-    await conn.fetchval(ENSURE_PARTITIONS.format(schema=table), now.date(), now.date())
-    await conn.execute(INSERT.format(schema=table), *rows.arrays(now))
+    await conn.fetchval(ENSURE_PARTITIONS.replace("__SCHEMA__", table), now.date(), now.date())
+    await conn.execute(INSERT.replace("__SCHEMA__", table), *rows.arrays(now))
 
 
 async def alert_exists(conn: asyncpg.Connection, schema: str, alert_id: int) -> bool:

@@ -1,13 +1,12 @@
 """The alert bridge's routes: the Alertmanager webhook, manual alerts and their lifecycle.
 
-Its state and background work are in ``alert_bridge``, its families in ``exposition.alerts``.
+Its state and background work are in ``features.alerts``, its families in ``exposition.alerts``.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -16,25 +15,17 @@ from aiohttp import web
 from exporter.config.types import parse_duration
 from exporter.domain import alert as lifecycle
 from exporter.domain.limits import NoNul, RowId, Text, Timestamp
-from exporter.exposition.alerts import AlertCounts
+from exporter.features import alerts
+from exporter.features.alerts import BRIDGE
+from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.inputs import alertmanager as webhook
 from exporter.storage import StorageUnavailable
 from exporter.storage import alerts as storage
-from exporter.web.alert_bridge import (
-    BRIDGE,
-    Bridge,
-    auto_resolve,
-    create_silence,
-    expire_silence,
-    refresh_counts,
-    seed_demo,
-    silence_client,
-)
-from exporter.web.api import Route
+from exporter.storage.idempotency import Duplicate
+from exporter.web import idempotency
+from exporter.web.api import API, Route
 from exporter.web.auth import PRINCIPAL
-from exporter.web.background import background
 from exporter.web.errors import ApiError, Detail
-from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
 from exporter.web.pagination import Page, after_cursor, next_cursor
 from exporter.web.payload import (
     decode_json,
@@ -172,7 +163,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGE]
     bridge.metrics.notifications.inc()
     try:
-        notification = await _parse_notification(request)
+        media_type(request, ("application/json",))
+        body = await read_body(request, request.app[CONFIG].web.alertmanager_max_body_bytes)
+        key = idempotency.key_of(request, body)
+        if (replayed := await idempotency.replay(request, key)) is not None:
+            return replayed
+        notification = _parse_notification(request, body)
     except ApiError as exc:
         bridge.metrics.notifications_rejected.labels(exc.code).inc()
         request.app[SELF_METRICS].writes_rejected.labels("system_alerts", exc.code).inc()
@@ -181,27 +177,27 @@ async def receive_webhook(request: web.Request) -> web.Response:
     resolved = sum(r.signal == "resolved" for r in records)
     bridge.metrics.alerts.labels("firing").inc(len(records) - resolved)
     bridge.metrics.alerts.labels("resolved").inc(resolved)
+
+    def receipt(outcome: storage.Outcome) -> WebhookReceipt:
+        opened = sum(c.inserted for c in outcome.changed)
+        return WebhookReceipt(
+            len(records), opened, len(outcome.changed) - opened, outcome.duplicates
+        )
+
     try:
-        outcome = await bridge.writer.write(records)
+        outcome = await alerts.receive(
+            request.app, records, key, lambda o: idempotency.render(200, receipt(o))
+        )
     except StorageUnavailable:
         bridge.metrics.notifications_rejected.labels("storage_unavailable").inc()
         raise
-    bridge.metrics.duplicates.inc(outcome.duplicates)
-    bridge.dirty.set()
-    if outcome.changed:
-        request.app[SELF_METRICS].writes_committed.labels("system_alerts").inc(len(outcome.changed))
-    for change in outcome.changed:
-        if change.status == "resolved" and change.silence_id:
-            await expire_silence(request.app, change.silence_id)
-    opened = sum(c.inserted for c in outcome.changed)
-    return json_response(
-        WebhookReceipt(len(records), opened, len(outcome.changed) - opened, outcome.duplicates)
-    )
+    if isinstance(outcome, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(receipt(outcome))
 
 
-async def _parse_notification(request: web.Request) -> webhook.Notification:
-    media_type(request, ("application/json",))
-    body = await read_body(request, request.app[CONFIG].web.alertmanager_max_body_bytes)
+def _parse_notification(request: web.Request, body: bytes) -> webhook.Notification:
     # the payload's own checks below are column-wise: this route is the bulk path
     notification = decode_json(body, webhook.decoder, check=False)
     problems = webhook.problems(notification)
@@ -215,19 +211,25 @@ async def _parse_notification(request: web.Request) -> webhook.Notification:
 async def create_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts``: a manual incident, source ``api``."""
     media_type(request, ("application/json",))
-    body = decode_json(await read_body(request, request.app[CONFIG].web.max_body_bytes), NewAlert)
+    raw = await read_body(request, request.app[CONFIG].web.max_body_bytes)
+    key = idempotency.key_of(request, raw)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
+    body = decode_json(raw, NewAlert)
     after = _seconds(body.auto_resolve_after)
     principal = request.get(PRINCIPAL)
-    row = await storage.create_alert(
-        request.app[DATABASE],
-        f"api-{uuid.uuid4().hex}",
+    row = await alerts.create(
+        request.app,
         (body.alert_type, body.severity, body.title, body.description, body.service,
          msgspec.json.encode(body.labels).decode()),
         after,
         principal.name if principal else "api",
+        key,
+        lambda r: idempotency.render(201, msgspec.convert(r, Alert)),
     )  # fmt: skip
-    request.app[SELF_METRICS].writes_committed.labels("system_alerts").inc()
-    request.app[BRIDGE].dirty.set()
+    if isinstance(row, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
     return json_response(msgspec.convert(row, Alert), status=201)
 
 
@@ -280,45 +282,41 @@ async def get_alert(request: web.Request) -> web.Response:
 async def acknowledge_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved."""
     alert_id = _alert_id(request)
-    body = decode_json(await _small_body(request), Acknowledge)
-    now = datetime.now(UTC)
-    row = await _change(
-        request, alert_id, lambda i: lifecycle.acknowledge(i, body.by, now, body.note)
-    )
-    silences = request.app[BRIDGE].silences
-    # an acknowledged incident without a silence retries one that failed before
-    if (
-        silences
-        and row["status"] == "acknowledged"
-        and row["source"] == "alertmanager"
-        and row["silence_id"] is None
-    ):
-        row["silence_id"] = await create_silence(request.app, silences, row, body.by)
-    return json_response(msgspec.convert(row, Alert))
+    raw = await _small_body(request)
+    body = decode_json(raw, Acknowledge)
+    return await _change(request, raw, alert_id, alerts.acknowledge, body.by, body.note)
 
 
 async def resolve_alert(request: web.Request) -> web.Response:
     """``POST /api/v1/alerts/{id}/resolve``: idempotent; expires the incident's silence."""
     alert_id = _alert_id(request)
-    body = decode_json(await _small_body(request), Resolve)
-    now = datetime.now(UTC)
-    row = await _change(request, alert_id, lambda i: lifecycle.resolve(i, body.by, body.note, now))
-    return json_response(msgspec.convert(row, Alert))
+    raw = await _small_body(request)
+    body = decode_json(raw, Resolve)
+    return await _change(request, raw, alert_id, alerts.resolve, body.by, body.note)
 
 
-async def _change(request: web.Request, alert_id: int, operation: Any) -> dict[str, Any]:
+async def _change(
+    request: web.Request, raw: bytes, alert_id: int, action: Any, by: str, note: str | None
+) -> web.Response:
+    key = idempotency.key_of(request, raw)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
+
+    def render(row: dict[str, Any] | None) -> tuple[int, bytes]:
+        if row is None:
+            return idempotency.render_error(_not_found(request))
+        return idempotency.render(200, msgspec.convert(row, Alert))
+
     try:
-        found = await storage.change_alert(request.app[DATABASE], alert_id, operation)
+        row = await action(request.app, alert_id, by, note, key, render)
     except lifecycle.Conflict as exc:
         raise ApiError(409, "conflict", f"alert {alert_id}: {exc}") from None
-    if found is None:
+    if isinstance(row, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    if row is None:
         raise _not_found(request)
-    row, transition = found
-    if transition.changed:
-        request.app[BRIDGE].dirty.set()
-        if row["status"] == "resolved" and row["silence_id"]:
-            await expire_silence(request.app, row["silence_id"])
-    return row
+    return json_response(msgspec.convert(row, Alert))
 
 
 async def _small_body(request: web.Request) -> bytes:
@@ -335,37 +333,26 @@ def _not_found(request: web.Request) -> ApiError:
 
 
 def setup(app: web.Application) -> None:
-    """Register the alert routes, collectors and lifetimes."""
-    config = app[CONFIG]
-    writer = storage.AlertWriter(app[DATABASE], max_alerts=config.alerts.write_batch_max_alerts)
-    bridge = app[BRIDGE] = Bridge(writer)
-    writer.on_commit = bridge.dirty.set
-    app[EXPOSITION].add("alerts", AlertCounts(lambda: bridge.counts))
-    app[EXPOSITION].add("alertmanager_webhook", bridge.metrics.registry)
-    app.cleanup_ctx.append(silence_client)
-    app.cleanup_ctx.append(background("alerts-writer", lambda a: writer.run()))
-    app.cleanup_ctx.append(background("alerts-counts", refresh_counts))
-    app.cleanup_ctx.append(background("alerts-auto-resolve", auto_resolve))
-    if config.demo:
-        app.cleanup_ctx.append(background("alerts-demo", seed_demo))
+    """Register the alert routes."""
     api, tags = app[API], ("alerts",)
     conflict = {404: "no such alert", 409: "the alert is resolved"}
     for route in (
         Route("POST", "/api/v1/alertmanager", receive_webhook,
               "Alertmanager webhook (payload version 4)", "write", body=webhook.Notification,
-              response=WebhookReceipt, tags=tags, responses={413: "body too large"}),
+              response=WebhookReceipt, tags=tags, responses={413: "body too large"},
+              idempotent=True),
         Route("GET", "/api/v1/alerts", list_alerts, "List alerts", "read", query=AlertQuery,
               response=Page[Alert], tags=tags),
         Route("POST", "/api/v1/alerts", create_alert, "Create an alert", "write", body=NewAlert,
-              response=Alert, status=201, tags=tags),
+              response=Alert, status=201, tags=tags, idempotent=True),
         Route("GET", "/api/v1/alerts/{id}", get_alert, "One alert with its events", "read",
               response=AlertWithEvents, tags=tags, responses={404: "no such alert"},
               path_params=AlertPath),
         Route("POST", "/api/v1/alerts/{id}/acknowledge", acknowledge_alert,
               "Acknowledge an alert", "ack", body=Acknowledge, response=Alert, tags=tags,
-              responses=conflict, path_params=AlertPath),
+              responses=conflict, path_params=AlertPath, idempotent=True),
         Route("POST", "/api/v1/alerts/{id}/resolve", resolve_alert, "Resolve an alert",
               "ack", body=Resolve, response=Alert, tags=tags, responses={404: "no such alert"},
-              path_params=AlertPath),
+              path_params=AlertPath, idempotent=True),
     ):  # fmt: skip
         api.add(app, route)

@@ -40,6 +40,8 @@ class Route:
     responses: dict[int, str] = field(default_factory=dict)
     path_params: Any = None
     messages: Any = None
+    #: takes an Idempotency-Key header (a retry with the key gets the first outcome)
+    idempotent: bool = False
 
 
 class Api:
@@ -85,6 +87,8 @@ class Api:
                 op["security"] = [{"bearer": [r.scope]}]
             params = _parameters(components, r.path_params, "path")
             params += _parameters(components, r.query, "query")
+            if r.idempotent:
+                params.append(IDEMPOTENCY_PARAMETER)
             if params:
                 op["parameters"] = params
             if r.body is not None:
@@ -113,6 +117,16 @@ class Api:
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
         }
+
+
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key gets the first outcome back and stores nothing "
+    "twice (keys are kept at least 24 h, per token).",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+}
 
 
 def _alternatives(response: Any) -> list[Any]:
@@ -147,6 +161,8 @@ def _errors(r: Route) -> dict[int, str]:
         codes[404] = "no such resource"
     if r.body is not None:
         codes |= {413: "the body exceeds its limit", 415: "unsupported content type or encoding"}
+    if r.idempotent:
+        codes[422] = "the Idempotency-Key was used for another request"
     return codes | r.responses
 
 
@@ -169,3 +185,6 @@ def _error_response(code: int, text: str) -> dict[str, Any]:
             for name, about in headers.items()
         }
     return out
+
+
+API = web.AppKey("api", Api)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from exporter.config.schema import Auth, Config
+from exporter.features.core import CONFIG
+from exporter.web.api import API
 from exporter.web.errors import ApiError, Handler
-from exporter.web.keys import API, CONFIG
 
 _AUTH_KEY: web.AppKey[Tokens] = web.AppKey("auth_tokens")
 

@@ -74,13 +74,31 @@ _CODES = {
 
 def error_response(error: ApiError) -> web.Response:
     """Render an ApiError."""
-    body = ErrorEnvelope(ErrorBody(error.code, error.message, error.details))
     return web.Response(
         status=error.status,
-        body=_encoder.encode(body),
+        body=encode_error(error),
         content_type="application/json",
         headers=error.headers,
     )
+
+
+def encode_error(error: ApiError) -> bytes:
+    """The JSON of an error; text quoted from the request that is not valid UTF-8 (a lone
+    surrogate in a message) is escaped rather than failing the answer."""
+    body = ErrorEnvelope(ErrorBody(error.code, error.message, error.details))
+    try:
+        return _encoder.encode(body)
+    except UnicodeEncodeError:
+        clean = ErrorBody(
+            error.code,
+            _printable(error.message),
+            [Detail(_printable(d.path), _printable(d.message)) for d in error.details],
+        )
+        return _encoder.encode(ErrorEnvelope(clean))
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @web.middleware

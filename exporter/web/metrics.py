@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from exporter.web.keys import EXPOSITION
+from exporter.features.core import EXPOSITION
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -13,11 +13,9 @@ import msgspec
 from aiohttp import web
 
 from exporter.config import Config
-from exporter.demo.performance_logs import demo_rows
 from exporter.domain.limits import Text, Timestamp
 from exporter.domain.performance_log import (
     Committed,
-    DurationHistogram,
     OperationSummary,
     PerformanceLog,
     PerformanceLogIn,
@@ -27,14 +25,16 @@ from exporter.domain.performance_log import (
     details_text,
     problems,
 )
-from exporter.exposition.performance_logs import PerformanceLogCollector
-from exporter.storage import StorageUnavailable, retention
+from exporter.features import performance_logs
+from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
+from exporter.storage import StorageUnavailable
 from exporter.storage import performance_log_queries as queries
 from exporter.storage import performance_logs as store
-from exporter.web.api import Route
-from exporter.web.background import background
+from exporter.storage.group_commit import QueueFull, Rejected, TooLarge
+from exporter.storage.idempotency import Duplicate
+from exporter.web import idempotency
+from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail, Handler
-from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
 from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, after_cursor, next_cursor
 from exporter.web.payload import (
     decode_json,
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 
 TABLE = "system_performance_logs"
 NDJSON = "application/x-ndjson"
-WRITER = web.AppKey("performance_log_writer", store.GroupWriter)
-HISTOGRAM = web.AppKey("performance_log_histogram", DurationHistogram)
 _MAX_DETAILS = 50  # problems listed in one 400 answer
 
 
@@ -231,10 +229,10 @@ def to_rows(
     )
 
 
-async def _read_rows(request: web.Request) -> tuple[store.Rows, int]:
-    """The request's records as columns, and the body's size (nothing else is kept)."""
+async def _read_body(request: web.Request) -> bytes:
+    """The body within its limit (its content type is checked first: 415 before reading)."""
     limits = request.app[LIMITS]
-    ctype = media_type(request, ("application/json", NDJSON))
+    media_type(request, ("application/json", NDJSON))
     limit_bytes = limits.max_body_bytes
     declared = request.content_length
     if (
@@ -245,28 +243,42 @@ async def _read_rows(request: web.Request) -> tuple[store.Rows, int]:
         body = await request.read()  # the common case, without read_body's chunk loop
     else:
         body = await read_body(request, limit_bytes)
+    return body
+
+
+def _rows(request: web.Request, body: bytes) -> store.Rows:
+    """The request's records as columns (nothing else is kept); 400 naming every problem."""
+    limits = request.app[LIMITS]
+    ctype = media_type(request, ("application/json", NDJSON))
     limit = limits.max_records
     now = datetime.now(UTC)
     if ctype == NDJSON:
         records, lines = parse_ndjson(body, limit)
-        return to_rows(records, lambda i: f"line {lines[i]}.", now, limits), len(body)
+        return to_rows(records, lambda i: f"line {lines[i]}.", now, limits)
     records, many = parse_json(body, limit)
     path_of = (lambda i: f"[{i}].") if many else (lambda i: "")
-    return to_rows(records, path_of, now, limits, 3 if many else 2), len(body)
+    return to_rows(records, path_of, now, limits, 3 if many else 2)
 
 
 async def post_logs(request: web.Request) -> web.Response:
     """Store one record, an array or NDJSON; answer once everything is committed."""
     rejected = request.app[SELF_METRICS].writes_rejected
     try:
-        rows, size = await _read_rows(request)
+        body = await _read_body(request)
+        key = idempotency.key_of(request, body)
+        if (replayed := await idempotency.replay(request, key)) is not None:
+            return replayed
+        rows = _rows(request, body)
     except ApiError as exc:
         # counted per request: a body that does not parse has no record count
         rejected.labels(TABLE, "invalid" if exc.status == 400 else "too_large").inc()
         raise
+    committed = Committed(len(rows))
     try:
-        await request.app[WRITER].write(rows, size)
-    except store.QueueFull:
+        done = await performance_logs.ingest(
+            request.app, rows, len(body), key, idempotency.render(200, committed)
+        )
+    except QueueFull:
         rejected.labels(TABLE, "overloaded").inc(len(rows))
         raise ApiError(
             503,
@@ -274,12 +286,12 @@ async def post_logs(request: web.Request) -> web.Response:
             "too many records are waiting to be written; retry",
             headers={"Retry-After": "1"},
         ) from None
-    except store.TooLarge:
+    except TooLarge:
         rejected.labels(TABLE, "too_large").inc(len(rows))
         raise ApiError(
             413, "payload_too_large", "the request is larger than the write queue"
         ) from None
-    except store.Rejected as exc:
+    except Rejected as exc:
         rejected.labels(TABLE, "database").inc(len(rows))
         raise ApiError(
             400,
@@ -290,7 +302,10 @@ async def post_logs(request: web.Request) -> web.Response:
     except StorageUnavailable:
         rejected.labels(TABLE, "unavailable").inc(len(rows))
         raise
-    return json_response(Committed(len(rows)))
+    if isinstance(done, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(committed)
 
 
 def _log(row: Mapping[str, Any]) -> PerformanceLog:
@@ -342,23 +357,6 @@ async def get_summary(request: web.Request) -> web.Response:
     return json_response(Summary(since, until, items))
 
 
-async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The writer's lifetime; at shutdown (handlers have finished) it drains and answers all."""
-    yield
-    await app[WRITER].close()
-
-
-def _on_commit(app: web.Application) -> Callable[[store.Rows], None]:
-    histogram = app[HISTOGRAM]
-    committed = app[SELF_METRICS].writes_committed.labels(TABLE)
-
-    def hook(rows: store.Rows) -> None:
-        committed.inc(len(rows))
-        histogram.observe_many(rows.operation_type, rows.status, rows.duration_ms)
-
-    return hook
-
-
 @web.middleware
 async def self_instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Record the service's own API calls as performance logs (never the ingest itself)."""
@@ -383,34 +381,14 @@ async def self_instrument(request: web.Request, handler: Handler) -> web.StreamR
             rows.user_id.append(None)
             rows.request_details.append(None)
             rows.recorded_at.append(None)
-            request.app[WRITER].offer(rows, 256)
-
-
-async def seed_demo(app: web.Application) -> None:
-    """Seed a day of sample records on first start in --demo mode."""
-    db = app[DATABASE]
-    await db.wait_ready()
-    if await queries.count_logs(db):
-        return
-    rows = demo_rows(datetime.now(UTC))
-    await app[WRITER].write(rows, 0)
-    log.info("seeded demo performance logs", extra={"rows": len(rows)})
+            performance_logs.offer(request.app, rows)
 
 
 def setup(app: web.Application) -> None:
-    """Register the routes, the collector, the writer, retention and demo seeding."""
+    """Register the routes (and the self-instrumentation, when configured)."""
     config = app[CONFIG]
     app[LIMITS] = Limits.of(config)
-    app[HISTOGRAM] = DurationHistogram(config.performance_logs.max_histogram_series)
-    app[WRITER] = store.GroupWriter(app[DATABASE], config.performance_logs, _on_commit(app))
-    app[EXPOSITION].add("performance_logs", PerformanceLogCollector(app[HISTOGRAM], app[WRITER]))
-    app.cleanup_ctx.append(_writer_ctx)
-    app.cleanup_ctx.append(
-        background("retention", lambda a: retention.run_forever(a[DATABASE], config.retention))
-    )
-    if config.demo:
-        app.cleanup_ctx.append(background("performance-logs-demo", seed_demo))
-    if config.performance_logs.self_instrument or config.demo:
+    if config.performance_logs.self_instrument:
         # added while the app is being built, before aiohttp freezes its middleware list
         app.middlewares.append(self_instrument)
     api = app[API]
@@ -428,6 +406,7 @@ def setup(app: web.Application) -> None:
             content_types=("application/json", NDJSON),
             tags=tags,
             responses={413: "body or record count over its limit", 415: "unsupported content type"},
+            idempotent=True,
         ),
     )
     api.add(

@@ -7,34 +7,24 @@ state are in ``quality_checks``; the families in ``exposition.quality``.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
-from exporter.config import Config
 from exporter.config.quality import DEFAULT_LEVELS
 from exporter.domain import quality as q
 from exporter.domain.limits import Count, NoNul, Text, Timestamp
-from exporter.exposition.quality import QualityCollector
+from exporter.features import quality
+from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.storage import quality as storage
-from exporter.storage.sources import SourcePools
-from exporter.web.api import Route
-from exporter.web.background import background
+from exporter.storage.idempotency import Duplicate
+from exporter.web import idempotency
+from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail
-from exporter.web.keys import API, CONFIG, DATABASE, EXPOSITION, SELF_METRICS
 from exporter.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, after_cursor, next_cursor
 from exporter.web.payload import decode_json, json_response, media_type, parse_query, read_body
-from exporter.web.quality_checks import (
-    QUALITY,
-    QualityState,
-    overview_of,
-    pools_ctx,
-    remember,
-    run_checks,
-)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +153,9 @@ async def post_indicators(request: web.Request) -> web.Response:
     rejected = app[SELF_METRICS].writes_rejected
     media_type(request, ("application/json",))
     body = await read_body(request, app[CONFIG].web.max_body_bytes)
+    key = idempotency.key_of(request, body)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
     try:
         parsed = decode_json(body, _decoder)
         items = parsed if isinstance(parsed, list) else [parsed]
@@ -174,48 +167,34 @@ async def post_indicators(request: web.Request) -> web.Response:
     except ApiError:
         rejected.labels(TABLE, "invalid").inc()
         raise
-    state = app[QUALITY]
-    keys = [(r.source, r.dataset, r.dimension) for r in rows]
-    board = state.scoreboard
-    if board.new_series(keys, time.monotonic()) + len(board.series(time.monotonic())) > (
-        board.max_series
-    ):
+
+    def shape(stored: list[Any]) -> Any:
+        out = [_indicator(r) for r in stored]
+        return Page(out, None) if isinstance(parsed, list) else out[0]
+
+    try:
+        stored = await quality.push(app, rows, key, lambda r: idempotency.render(201, shape(r)))
+    except storage.QualitySeriesLimit as exc:
         rejected.labels(TABLE, "series_limit").inc(len(rows))
-        raise ApiError(
-            400,
-            "series_limit",
-            f"monitoring_data_quality_score would exceed {board.max_series} series; "
-            "nothing was stored",
-        )
-    db = app[DATABASE]
-    async with db.transaction() as conn:
-        stored = await storage.insert(conn, db.schema, rows) if rows else []
-    app[SELF_METRICS].writes_committed.labels(TABLE).inc(len(stored))
-    for row in stored:
-        remember(state, row, 1.0, pushed=True)
-    out = [_indicator(r) for r in stored]
-    if isinstance(parsed, list):
-        return json_response(Page(out, None), status=201)
-    return json_response(out[0], status=201)
+        raise ApiError(400, "series_limit", str(exc)) from None
+    if isinstance(stored, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(shape(stored), status=201)
 
 
 async def list_indicators(request: web.Request) -> web.Response:
     """Stored measurements, newest first, filtered and paginated."""
     query = parse_query(request, IndicatorQuery)
     after = after_cursor(query.cursor)
-    db = request.app[DATABASE]
-    async with db.connection() as conn:
-        rows = await storage.page(
-            conn,
-            db.schema,
-            source=query.source,
-            dataset=query.dataset,
-            dimension=query.dimension,
-            since=query.since,
-            until=query.until,
-            after=after,
-            limit=query.limit,
-        )
+    filters = {
+        "source": query.source,
+        "dataset": query.dataset,
+        "dimension": query.dimension,
+        "since": query.since,
+        "until": query.until,
+    }
+    rows = await storage.page(request.app[DATABASE], filters, after, query.limit)
     items = [_indicator(r) for r in rows]
     return json_response(Page(items, next_cursor(rows, query.limit, "measured_at")))
 
@@ -223,32 +202,20 @@ async def list_indicators(request: web.Request) -> web.Response:
 async def quality_overview(request: web.Request) -> web.Response:
     """Latest score per source x dimension, per source, and the cross-source average."""
     query = parse_query(request, OverviewQuery)
-    return json_response(await overview_of(request.app, query.since))
+    return json_response(await quality.overview(request.app, query.since))
 
 
 def setup(app: web.Application) -> None:
-    """Register the routes, the collector, the source pools and the check scheduler."""
-    config: Config = app[CONFIG]
-    state = app[QUALITY] = QualityState(
-        scoreboard=q.Scoreboard(
-            config.metrics.series_ttl.seconds, config.metrics.max_series_per_family
-        ),
-        pools=SourcePools(config.quality.sources),
-        weights={c.name: c.weight for c in config.quality.checks},
-    )
-    app[EXPOSITION].add("quality", QualityCollector(state.scoreboard, state.runs))
+    """Register the quality routes."""
     api = app[API]
     tags = ("quality",)
     api.add(app, Route("POST", "/api/v1/quality-indicators", post_indicators,
                        "Record one quality indicator or an array of them", "write",
                        body=IndicatorBody, response=(Indicator, Page[Indicator]), status=201,
-                       tags=tags))  # fmt: skip
+                       tags=tags, idempotent=True))  # fmt: skip
     api.add(app, Route("GET", "/api/v1/quality-indicators", list_indicators,
                        "List quality indicators, newest first", "read",
                        query=IndicatorQuery, response=Page[Indicator], tags=tags))  # fmt: skip
     api.add(app, Route("GET", "/api/v1/quality/overview", quality_overview,
                        "Latest score per source and dimension, per source, and overall", "read",
                        query=OverviewQuery, response=q.Overview, tags=tags))  # fmt: skip
-    app.cleanup_ctx.append(pools_ctx)
-    if config.quality.checks or config.demo:
-        app.cleanup_ctx.append(background("quality-checks", run_checks))

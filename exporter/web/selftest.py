@@ -6,9 +6,9 @@ import msgspec
 from aiohttp import web
 
 from exporter import selftest
-from exporter.web.api import Route
+from exporter.features.core import DATABASE, EXPOSITION
+from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail
-from exporter.web.keys import API, DATABASE, EXPOSITION
 from exporter.web.payload import json_response
 
 

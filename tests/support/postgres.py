@@ -99,6 +99,19 @@ class EmbeddedServer:
             server, self._server = self._server, None
             server.cleanup()
 
+    def crash(self) -> None:
+        """Stop the server in immediate mode, as a crash would (no checkpoint, every client
+        cut off mid-statement, crash recovery at the next start)."""
+        if self._server is None:
+            return
+        commands = importlib.import_module("pgserver._commands")
+        server, self._server = self._server, None
+        commands.pg_ctl(
+            ["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user
+        )
+        with contextlib.suppress(Exception):  # its handle still thinks it runs
+            server.cleanup()
+
 
 async def create_database(admin_url: str, template: str | None = None) -> str:
     """Create a fresh database (optionally from a template); return its URL."""
