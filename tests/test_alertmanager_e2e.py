@@ -99,7 +99,8 @@ async def test_alertmanager_to_incident_to_silence_and_back(
         },
         "alerts": {
             "alertmanager_url": f"http://127.0.0.1:{am_port}",
-            "auto_resolve_interval": "200ms",
+            "reconcile_interval": "500ms",
+            "reconcile_startup_grace": "0s",
         },
     }
     client = await make_client(config)

@@ -20,6 +20,40 @@ from exporter.storage.keyset import Keyset
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
+# The maintenance windows in force now (domain.maintenance.occurrence in SQL: fixed periods
+# of 24 h or 7 d from starts_at, no occurrence starting after repeat_until). Few rows; the
+# statements that open incidents read it once (MATERIALIZED) to flag what a window matches.
+WINDOWS_IN_FORCE = """
+SELECT w.id, w.matchers FROM __SCHEMA__.maintenance_windows AS w
+CROSS JOIN LATERAL (
+    SELECT CASE w.recurrence WHEN 'daily' THEN 86400 WHEN 'weekly' THEN 604800 END AS period,
+           extract(epoch FROM now() - w.starts_at) AS elapsed
+) AS p
+WHERE w.deleted_at IS NULL AND w.starts_at <= now()
+  AND CASE WHEN w.recurrence IS NULL THEN now() < w.ends_at
+      ELSE mod(p.elapsed, p.period) < extract(epoch FROM w.ends_at - w.starts_at)
+           AND (w.repeat_until IS NULL
+                OR now() - mod(p.elapsed, p.period)::float8 * interval '1 second'
+                   <= w.repeat_until)
+      END
+"""
+# The labels a window's matchers are compared with: an incident's labels, and its service
+# (for alerts whose service came from the job label, and API alerts)
+MATCHED = """
+CASE WHEN {service} IS NULL THEN {labels}
+     ELSE jsonb_build_object('service', {service}) || {labels} END
+"""
+
+
+def in_window(labels: str, service: str) -> str:
+    """The id of a window in force that matches (NULL when none is); reads CTE ``windows``."""
+    matched = MATCHED.format(labels=labels, service=service).strip()
+    return (
+        "CASE WHEN EXISTS (SELECT FROM windows) THEN "
+        f"(SELECT min(w.id) FROM windows AS w WHERE ({matched}) @> w.matchers) END"
+    )
+
+
 # One statement for a whole batch of notifications, its alerts one JSON document of
 # AlertRecord arrays (one msgspec call to encode, one jsonb parse to read: binding twelve
 # arrays cost the service more than the statement). The upsert encodes lifecycle.receive
@@ -28,8 +62,9 @@ _encode = msgspec.json.Encoder().encode
 # batch (integers are cheaper to read back than the key). xmax = 0 marks a freshly inserted
 # row; a row resolved here was acknowledged before exactly when acknowledged_at is set
 # (nothing else sets it).
-UPSERT_WEBHOOK = """
-WITH incoming AS (
+UPSERT_WEBHOOK = f"""
+WITH windows AS MATERIALIZED ({WINDOWS_IN_FORCE}),
+incoming AS (
     SELECT n, e->>0 AS fingerprint, (e->>1)::timestamptz AS starts_at, e->>2 AS status,
            e->>3 AS alert_type, e->>4 AS severity, e->>5 AS title, e->>6 AS description,
            e->>7 AS service_name, e->8 AS labels, e->9 AS annotations, e->>10 AS generator_url,
@@ -38,13 +73,15 @@ WITH incoming AS (
 ), up AS (
     INSERT INTO __SCHEMA__.system_alerts AS a
         (fingerprint, starts_at, status, alert_type, severity, title, description, service_name,
-         labels, annotations, source, generator_url, ends_at, resolved_by, resolved_at)
+         labels, annotations, source, generator_url, ends_at, resolved_by, resolved_at,
+         maintenance_id)
     SELECT fingerprint, starts_at,
            CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'active' END,
            alert_type, severity, title, description, service_name, labels,
            annotations, 'alertmanager', generator_url, ends_at,
            CASE WHEN status = 'resolved' THEN 'alertmanager' END,
-           CASE WHEN status = 'resolved' THEN now() END
+           CASE WHEN status = 'resolved' THEN now() END,
+           {in_window("labels", "service_name")}
     FROM incoming
     ORDER BY fingerprint, starts_at
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
@@ -80,19 +117,27 @@ FROM up JOIN incoming AS i USING (fingerprint, starts_at)
 WHERE up.inserted OR up.status = 'resolved'
 """
 
-INSERT_MANUAL = """
-WITH a AS (
+# A manual alert; with a dedup key that an open incident holds, nothing (ON CONFLICT waits
+# for a concurrent creation with the same key to commit, then finds it: one incident)
+INSERT_MANUAL = f"""
+WITH windows AS MATERIALIZED ({WINDOWS_IN_FORCE}),
+a AS (
     INSERT INTO __SCHEMA__.system_alerts
         (fingerprint, starts_at, alert_type, severity, title, description, service_name, labels,
-         source, auto_resolve, auto_resolve_at)
-    VALUES ($1, now(), $2, $3, $4, $5, $6, $7::jsonb, 'api', $8::float8 IS NOT NULL,
-            now() + $8::float8 * interval '1 second')
+         source, auto_resolve, auto_resolve_at, dedup_key, maintenance_id)
+    SELECT $1, date_trunc('milliseconds', now()), $2, $3, $4, $5, $6, $7::jsonb, 'api',
+           $8::float8 IS NOT NULL, now() + $8::float8 * interval '1 second', $10,
+           {in_window("$7::jsonb", "$6::text")}
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO NOTHING
     RETURNING *
 ), e AS (
     INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
     SELECT id, NULL, 'active', $9, 'created through the API' FROM a
 )
 SELECT * FROM a
+"""
+SELECT_OPEN_KEY = """
+SELECT * FROM __SCHEMA__.system_alerts WHERE dedup_key = $1 AND status <> 'resolved'
 """
 
 SELECT_ONE = "SELECT * FROM __SCHEMA__.system_alerts WHERE id = $1"
@@ -101,54 +146,73 @@ SELECT_EVENTS = """
 SELECT id, from_status, to_status, actor, note, at FROM __SCHEMA__.system_alert_events
 WHERE alert_id = $1 ORDER BY at, id
 """
+# A silence that may still be live stays with the incident: acknowledging again reuses it
+# (extended by reconciliation) instead of making a second one; an expired one is forgotten
 UPDATE_LIFECYCLE = """
 UPDATE __SCHEMA__.system_alerts
-SET status = $2, acknowledged_by = $3, acknowledged_at = $4, resolved_by = $5, resolved_at = $6
+SET status = $2, acknowledged_by = $3, acknowledged_at = $4, resolved_by = $5, resolved_at = $6,
+    acknowledged_until = $7,
+    silence_id = CASE WHEN silence_ends_at > now() THEN silence_id END,
+    silence_ends_at = CASE WHEN silence_ends_at > now() THEN silence_ends_at END
 WHERE id = $1 RETURNING *
 """
 INSERT_EVENT = """
 INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note, at)
 VALUES ($1, $2, $3, $4, $5, $6)
 """
-SET_SILENCE = """
-UPDATE __SCHEMA__.system_alerts SET silence_id = $2
-WHERE id = $1 AND status <> 'resolved' RETURNING id
-"""
 AUTO_RESOLVE = """
 WITH due AS (
     UPDATE __SCHEMA__.system_alerts
     SET status = 'resolved', resolved_by = 'auto-resolve', resolved_at = now()
     WHERE auto_resolve AND status <> 'resolved' AND auto_resolve_at <= now()
-    RETURNING id, silence_id, acknowledged_at IS NOT NULL AS was_acknowledged
+    RETURNING id, acknowledged_at IS NOT NULL AS was_acknowledged
 ), e AS (
     INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
     SELECT id, CASE WHEN was_acknowledged THEN 'acknowledged' ELSE 'active' END, 'resolved',
            'auto-resolve', 'auto_resolve_after elapsed'
     FROM due
 )
-SELECT id, silence_id FROM due
+SELECT count(*) FROM due
 """
-SILENCED_OPEN = """
-SELECT id, fingerprint, starts_at FROM __SCHEMA__.system_alerts
-WHERE status = 'acknowledged' AND silence_id IS NOT NULL AND source = 'alertmanager'
-"""
-RESOLVE_GONE = """
-WITH gone AS (
-    UPDATE __SCHEMA__.system_alerts
-    SET status = 'resolved', resolved_by = 'alertmanager', resolved_at = now()
-    WHERE id = ANY($1::bigint[]) AND status = 'acknowledged'
-    RETURNING id, silence_id
+# lifecycle.expire_acknowledgement for every acknowledgement whose until has come
+EXPIRE_ACKNOWLEDGEMENTS = """
+WITH due AS (
+    SELECT id, acknowledged_by, acknowledged_until FROM __SCHEMA__.system_alerts
+    WHERE status = 'acknowledged' AND acknowledged_until <= now()
+    ORDER BY id FOR UPDATE
+), back AS (
+    UPDATE __SCHEMA__.system_alerts AS a
+    SET status = 'active', acknowledged_by = NULL, acknowledged_at = NULL,
+        acknowledged_until = NULL
+    FROM due WHERE a.id = due.id
+    RETURNING a.id
 ), e AS (
     INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
-    SELECT id, 'acknowledged', 'resolved', 'alertmanager',
-           'no longer firing in Alertmanager (resolved while silenced)'
-    FROM gone
+    SELECT id, 'acknowledged', 'active', 'ack-expiry',
+           format('acknowledged by %s until %s', acknowledged_by,
+                  to_char(acknowledged_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+    FROM due
 )
-SELECT id, silence_id FROM gone
+SELECT count(*) FROM back
+"""
+# a note: an event that changes nothing (from_status = to_status)
+INSERT_NOTE = """
+WITH a AS (SELECT id, status FROM __SCHEMA__.system_alerts WHERE id = $1 FOR SHARE)
+INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
+SELECT id, status, status, $2, $3 FROM a
+RETURNING id, from_status, to_status, actor, note, at
+"""
+OPEN_BY_KEY = """
+SELECT id FROM __SCHEMA__.system_alerts WHERE dedup_key = $1 AND status <> 'resolved'
 """
 # system_alert_counts is kept by triggers (migration 4): a few rows per (status, severity)
 COUNTS = """
 SELECT status, severity, sum(n)::bigint AS n FROM __SCHEMA__.system_alert_counts GROUP BY 1, 2
+"""
+# open incidents opened in a maintenance window, per window and severity (few rows)
+MAINTENANCE_COUNTS = """
+SELECT maintenance_id, severity, count(*) AS n FROM __SCHEMA__.system_alerts
+WHERE maintenance_id IS NOT NULL AND status <> 'resolved' GROUP BY 1, 2
 """
 
 LIST = Keyset(
@@ -165,7 +229,7 @@ LIST = Keyset(
 )
 
 
-def _row(record: Any) -> dict[str, Any]:
+def row_dict(record: Any) -> dict[str, Any]:
     row = dict(record)
     for key in ("labels", "annotations"):
         if isinstance(row.get(key), str):
@@ -181,6 +245,7 @@ def incident_of(row: dict[str, Any]) -> lifecycle.Incident:
         row["acknowledged_at"],
         row["resolved_by"],
         row["resolved_at"],
+        row.get("acknowledged_until"),
     )
 
 
@@ -250,16 +315,25 @@ async def create_alert(
     values: tuple[str, str, str, str | None, str | None, str],
     auto_resolve_after: float | None,
     actor: str,
-) -> dict[str, Any]:
-    """Insert a manual alert (source ``api``) with its creation event."""
+    dedup_key: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Insert a manual alert (source ``api``) with its creation event; with a dedup key that
+    an open incident holds, that incident instead. (row, whether it was created)."""
     alert_type, severity, title, description, service, labels = values
-    async with db.connection() as conn:
-        record = await conn.fetchrow(
-            db.sql(INSERT_MANUAL),
-            fingerprint, alert_type, severity, title, description, service, labels,
-            auto_resolve_after, actor,
-        )  # fmt: skip
-    return _row(record)
+    async with db.transaction() as conn:
+        while True:
+            record = await conn.fetchrow(
+                db.sql(INSERT_MANUAL),
+                fingerprint, alert_type, severity, title, description, service, labels,
+                auto_resolve_after, actor, dedup_key,
+            )  # fmt: skip
+            if record is not None:
+                return row_dict(record), True
+            # the key's incident committed meanwhile: this statement sees it (read committed),
+            # unless it was resolved since, and then the key is free again
+            record = await conn.fetchrow(db.sql(SELECT_OPEN_KEY), dedup_key)
+            if record is not None:
+                return row_dict(record), False
 
 
 async def get_alert(
@@ -271,7 +345,7 @@ async def get_alert(
         if record is None:
             return None
         events = await conn.fetch(db.sql(SELECT_EVENTS), alert_id)
-    return _row(record), [dict(e) for e in events]
+    return row_dict(record), [dict(e) for e in events]
 
 
 async def change_alert(
@@ -291,46 +365,50 @@ async def change_alert(
             record = await conn.fetchrow(
                 db.sql(UPDATE_LIFECYCLE),
                 alert_id, state.status, state.acknowledged_by, state.acknowledged_at,
-                state.resolved_by, state.resolved_at,
+                state.resolved_by, state.resolved_at, state.acknowledged_until,
             )  # fmt: skip
-            at = state.resolved_at if state.status == "resolved" else state.acknowledged_at
+            at = {"resolved": state.resolved_at, "acknowledged": state.acknowledged_at}.get(
+                state.status
+            )
             await conn.execute(
                 db.sql(INSERT_EVENT),
-                alert_id, event.from_status, event.to_status, event.actor, event.note, at,
+                alert_id, event.from_status, event.to_status, event.actor, event.note,
+                at or datetime.now(UTC),
             )  # fmt: skip
-    return _row(record), transition
+    return row_dict(record), transition
 
 
-async def set_silence(db: Database, alert_id: int, silence_id: str) -> bool:
-    """Record the silence of an acknowledged alert; False when it was resolved meanwhile."""
+async def open_by_key(db: Database, dedup_key: str) -> int | None:
+    """The open incident holding a dedup key, if any."""
     async with db.connection() as conn:
-        return await conn.fetchval(db.sql(SET_SILENCE), alert_id, silence_id) is not None
+        found: int | None = await conn.fetchval(db.sql(OPEN_BY_KEY), dedup_key)
+    return found
 
 
-async def resolve_due(conn: Any, db: Database) -> list[tuple[int, str | None]]:
-    """Resolve alerts whose ``auto_resolve_after`` elapsed; (id, silence_id) of each."""
-    rows = await conn.fetch(db.sql(AUTO_RESOLVE))
-    return [(r["id"], r["silence_id"]) for r in rows]
-
-
-async def silenced_open(db: Database) -> list[tuple[int, str, datetime]]:
-    """(id, fingerprint, starts_at) of acknowledged Alertmanager incidents with a silence."""
+async def add_note(db: Database, alert_id: int, by: str, note: str) -> dict[str, Any] | None:
+    """Keep a note on an incident as an event; None when there is no such incident."""
     async with db.connection() as conn:
-        rows = await conn.fetch(db.sql(SILENCED_OPEN))
-    return [(r["id"], r["fingerprint"], r["starts_at"]) for r in rows]
+        record = await conn.fetchrow(db.sql(INSERT_NOTE), alert_id, by, note)
+    return None if record is None else dict(record)
 
 
-async def resolve_gone(conn: Any, db: Database, ids: list[int]) -> list[tuple[int, str | None]]:
-    """Resolve (by alertmanager) acknowledged incidents Alertmanager no longer holds."""
-    rows = await conn.fetch(db.sql(RESOLVE_GONE), ids)
-    return [(r["id"], r["silence_id"]) for r in rows]
+async def resolve_due(conn: Any, db: Database) -> int:
+    """Resolve alerts whose ``auto_resolve_after`` elapsed; how many."""
+    count: int = await conn.fetchval(db.sql(AUTO_RESOLVE))
+    return count
+
+
+async def expire_acknowledgements(conn: Any, db: Database) -> int:
+    """Acknowledgements whose ``until`` came return to active; how many."""
+    count: int = await conn.fetchval(db.sql(EXPIRE_ACKNOWLEDGEMENTS))
+    return count
 
 
 async def list_alerts(
     db: Database, filters: dict[str, Any], after: tuple[datetime, int] | None, limit: int
 ) -> list[dict[str, Any]]:
     """Alerts newest first (by starts_at, id), filtered; ``after`` continues a page."""
-    return [_row(r) for r in await LIST.page(db, filters, after, limit)]
+    return [row_dict(r) for r in await LIST.page(db, filters, after, limit)]
 
 
 async def count_alerts(db: Database) -> dict[tuple[str, str], int]:
@@ -338,6 +416,13 @@ async def count_alerts(db: Database) -> dict[tuple[str, str], int]:
     async with db.connection() as conn:
         rows = await conn.fetch(db.sql(COUNTS))
     return {(r["status"], r["severity"]): r["n"] for r in rows}
+
+
+async def count_in_maintenance(db: Database) -> dict[tuple[int, str], int]:
+    """Open incidents opened in a maintenance window, by (window, severity)."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(db.sql(MAINTENANCE_COUNTS))
+    return {(r["maintenance_id"], r["severity"]): r["n"] for r in rows}
 
 
 _DEMO = [

@@ -6,16 +6,18 @@ Its state and background work are in ``features.alerts``, its families in ``expo
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
 
 from exporter.config.types import parse_duration
 from exporter.domain import alert as lifecycle
+from exporter.domain import alertmanager as am
 from exporter.domain.limits import NoNul, RowId, Text, Timestamp
-from exporter.features import alerts
+from exporter.features import alertmanager, alerts
 from exporter.features.alerts import BRIDGE
 from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
 from exporter.inputs import alertmanager as webhook
@@ -47,6 +49,7 @@ DurationText = Annotated[
     str, msgspec.Meta(pattern=r"^\s*(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+\s*$", max_length=64)
 ]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_AUTO_RESOLVE)]
+DedupKey = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=256)]
 
 
 class Alert(msgspec.Struct, frozen=True):
@@ -75,6 +78,27 @@ class Alert(msgspec.Struct, frozen=True):
     silence_id: str | None
     created_at: datetime
     updated_at: datetime
+    #: API alerts: the key that makes a second creation return this incident while open
+    dedup_key: str | None = None
+    #: an acknowledgement that ends by itself (back to active) at this time
+    acknowledged_until: datetime | None = None
+    #: when the acknowledgement's silence stops (in the past once expired)
+    silence_ends_at: datetime | None = None
+    #: Alertmanager silences (made there or by an acknowledgement) that silence the alert,
+    #: and alerts that inhibit it, as the last reconciliation found them
+    silenced_by: list[str] = []
+    inhibited_by: list[str] = []
+    #: the alert's state in Alertmanager at the last reconciliation (null: not seen)
+    alertmanager_state: Literal["active", "suppressed", "unprocessed"] | None = None
+    #: alerts we send: the fingerprint Alertmanager gave it, and when it took it last
+    alertmanager_fingerprint: str | None = None
+    sent_at: datetime | None = None
+    #: Alertmanager work this incident still waits for (retried by the leader), and why
+    #: the last try failed
+    alertmanager_pending: list[Literal["silence", "expire_silence", "send", "send_resolved"]] = []
+    alertmanager_error: str | None = None
+    #: the maintenance window in force when the incident opened, if one matched it
+    maintenance_id: int | None = None
 
 
 class AlertEvent(msgspec.Struct, frozen=True):
@@ -108,12 +132,38 @@ class NewAlert(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: Annotated[str, NoNul, msgspec.Meta(max_length=10_000)] | None = None
     labels: dict[Text, Text] = {}
     auto_resolve_after: DurationText | Seconds | None = None
+    #: while an incident with this key is open, a POST returns it (200) instead
+    dedup_key: DedupKey | None = None
 
 
 class Acknowledge(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Who acknowledges, and why (optional)."""
+    """Who acknowledges, why (optional), and until when (optional, in the future: the
+    incident then returns to active, default ``alerts.ack_expiry``)."""
 
     by: Name
+    note: Note | None = None
+    until: Timestamp | None = None
+
+
+class Unacknowledge(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who returns the incident to active, and why (optional)."""
+
+    by: Name
+    note: Note | None = None
+
+
+class NewNote(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A note on an incident, kept as an event."""
+
+    by: Name
+    note: Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class ResolveByKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The open API alert to resolve, by its dedup key; who (default: the token's name)."""
+
+    dedup_key: DedupKey
+    by: Name | None = None
     note: Note | None = None
 
 
@@ -153,13 +203,27 @@ class WebhookReceipt(msgspec.Struct, frozen=True):
     opened: int
     resolved: int
     duplicates: int
+    #: alerts that are heartbeat beats (the Watchdog), not incidents
+    heartbeats: int = 0
+    #: alerts we sent to Alertmanager, back: they belong to their incident
+    own: int = 0
 
 
 # ----------------------------------------------------------------------------- handlers
 
 
+def as_alert(app: web.Application, row: dict[str, Any]) -> Alert:
+    """An incident's row as the API shows it, with the Alertmanager work it waits for."""
+    waiting = am.pending(row, datetime.now(UTC), alertmanager.configured(app))
+    return msgspec.convert({**row, "alertmanager_pending": waiting}, Alert)
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
-    """``POST /api/v1/alertmanager``: store a notification; 200 once it is committed."""
+    """``POST /api/v1/alertmanager``: store a notification; 200 once it is committed.
+
+    Alerts named by a heartbeat's ``alertname`` (the Watchdog) are beats; alerts this
+    service sent (label ``monitoring_exporter_id``) belong to their incident.
+    """
     bridge = request.app[BRIDGE]
     bridge.metrics.notifications.inc()
     try:
@@ -178,26 +242,28 @@ async def receive_webhook(request: web.Request) -> web.Response:
     bridge.metrics.alerts.labels("firing").inc(len(records) - resolved)
     bridge.metrics.alerts.labels("resolved").inc(resolved)
 
-    def receipt(outcome: storage.Outcome) -> WebhookReceipt:
+    def receipt(received: alerts.Received) -> WebhookReceipt:
+        outcome = received.outcome
         opened = sum(c.inserted for c in outcome.changed)
         return WebhookReceipt(
-            len(records), opened, len(outcome.changed) - opened, outcome.duplicates
-        )
+            len(records), opened, len(outcome.changed) - opened, outcome.duplicates,
+            received.beats, received.ours,
+        )  # fmt: skip
 
     try:
-        outcome = await alerts.receive(
+        found = await alerts.receive(
             request.app, records, key, lambda o: idempotency.render(200, receipt(o))
         )
     except StorageUnavailable:
         bridge.metrics.notifications_rejected.labels("storage_unavailable").inc()
         raise
-    if isinstance(outcome, Duplicate):
+    if isinstance(found, Duplicate):
         assert key is not None
         return await idempotency.replayed(request, key)
-    return json_response(receipt(outcome))
+    return json_response(receipt(found))
 
 
-def _parse_notification(request: web.Request, body: bytes) -> webhook.Notification:
+def _parse_notification(request: web.Request, body: bytes) -> webhook.WireNotification:
     # the payload's own checks below are column-wise: this route is the bulk path
     notification = decode_json(body, webhook.decoder, check=False)
     problems = webhook.problems(notification)
@@ -209,7 +275,8 @@ def _parse_notification(request: web.Request, body: bytes) -> webhook.Notificati
 
 
 async def create_alert(request: web.Request) -> web.Response:
-    """``POST /api/v1/alerts``: a manual incident, source ``api``."""
+    """``POST /api/v1/alerts``: a manual incident, source ``api``; 201, or 200 with the open
+    incident holding the same ``dedup_key``. Sent to Alertmanager when one is configured."""
     media_type(request, ("application/json",))
     raw = await read_body(request, request.app[CONFIG].web.max_body_bytes)
     key = idempotency.key_of(request, raw)
@@ -218,19 +285,26 @@ async def create_alert(request: web.Request) -> web.Response:
     body = decode_json(raw, NewAlert)
     after = _seconds(body.auto_resolve_after)
     principal = request.get(PRINCIPAL)
-    row = await alerts.create(
+
+    def render(found: tuple[dict[str, Any], bool]) -> tuple[int, bytes]:
+        row, created = found
+        return idempotency.render(201 if created else 200, as_alert(request.app, row))
+
+    found = await alerts.create(
         request.app,
         (body.alert_type, body.severity, body.title, body.description, body.service,
          msgspec.json.encode(body.labels).decode()),
         after,
         principal.name if principal else "api",
+        body.dedup_key,
         key,
-        lambda r: idempotency.render(201, msgspec.convert(r, Alert)),
+        render,
     )  # fmt: skip
-    if isinstance(row, Duplicate):
+    if isinstance(found, Duplicate):
         assert key is not None
         return await idempotency.replayed(request, key)
-    return json_response(msgspec.convert(row, Alert), status=201)
+    row, created = found
+    return json_response(as_alert(request.app, row), status=201 if created else 200)
 
 
 def _seconds(value: str | float | None) -> float | None:
@@ -260,7 +334,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         "until": query.until,
     }
     rows = await storage.list_alerts(request.app[DATABASE], filters, after, query.limit)
-    items = [msgspec.convert(r, Alert) for r in rows]
+    items = [as_alert(request.app, r) for r in rows]
     return json_response(Page(items, next_cursor(rows, query.limit, "starts_at")))
 
 
@@ -276,15 +350,38 @@ async def get_alert(request: web.Request) -> web.Response:
     if found is None:
         raise _not_found(request)
     row, events = found
-    return json_response(msgspec.convert({**row, "events": events}, AlertWithEvents))
+    alert = msgspec.structs.asdict(as_alert(request.app, row))
+    return json_response(msgspec.convert({**alert, "events": events}, AlertWithEvents))
 
 
 async def acknowledge_alert(request: web.Request) -> web.Response:
-    """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved."""
+    """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved. With
+    Alertmanager, a silence is made (and extended while the alert fires)."""
     alert_id = _alert_id(request)
     raw = await _small_body(request)
     body = decode_json(raw, Acknowledge)
-    return await _change(request, raw, alert_id, alerts.acknowledge, body.by, body.note)
+    if body.until is not None and body.until <= datetime.now(UTC):
+        raise ApiError(400, "invalid_body", "the body is not valid",
+                       [Detail("until", "must be in the future")])  # fmt: skip
+
+    async def action(*args: Any) -> Any:
+        return await alerts.acknowledge(request.app, alert_id, body.by, body.note, body.until,
+                                        *args)  # fmt: skip
+
+    return await _change(request, raw, alert_id, action)
+
+
+async def unacknowledge_alert(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/{id}/unacknowledge``: back to active, its silence expired;
+    idempotent; 409 when resolved."""
+    alert_id = _alert_id(request)
+    raw = await _small_body(request)
+    body = decode_json(raw, Unacknowledge)
+
+    async def action(*args: Any) -> Any:
+        return await alerts.unacknowledge(request.app, alert_id, body.by, body.note, *args)
+
+    return await _change(request, raw, alert_id, action)
 
 
 async def resolve_alert(request: web.Request) -> web.Response:
@@ -292,31 +389,83 @@ async def resolve_alert(request: web.Request) -> web.Response:
     alert_id = _alert_id(request)
     raw = await _small_body(request)
     body = decode_json(raw, Resolve)
-    return await _change(request, raw, alert_id, alerts.resolve, body.by, body.note)
+
+    async def action(*args: Any) -> Any:
+        return await alerts.resolve(request.app, alert_id, body.by, body.note, *args)
+
+    return await _change(request, raw, alert_id, action)
 
 
-async def _change(
-    request: web.Request, raw: bytes, alert_id: int, action: Any, by: str, note: str | None
-) -> web.Response:
+async def resolve_by_key(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/resolve``: resolve the open API alert holding ``dedup_key``;
+    404 when none is open."""
+    raw = await _small_body(request)
+    body = decode_json(raw, ResolveByKey)
+    principal = request.get(PRINCIPAL)
+    by = body.by or (principal.name if principal else "api")
+
+    def missing() -> ApiError:
+        return ApiError(404, "not_found", "no open alert holds this dedup_key",
+                        [Detail("dedup_key", "no open alert holds it")])  # fmt: skip
+
+    async def action(*args: Any) -> Any:
+        return await alerts.resolve_by_key(request.app, body.dedup_key, by, body.note, *args)
+
+    return await _change(request, raw, None, action, missing)
+
+
+async def add_note(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/{id}/notes``: keep a note as an event (status unchanged); 201
+    with the event."""
+    alert_id = _alert_id(request)
+    raw = await _small_body(request)
+    body = decode_json(raw, NewNote)
     key = idempotency.key_of(request, raw)
     if (replayed := await idempotency.replay(request, key)) is not None:
         return replayed
 
+    def render(event: dict[str, Any] | None) -> tuple[int, bytes]:
+        if event is None:
+            return idempotency.render_error(_not_found(request))
+        return idempotency.render(201, msgspec.convert(event, AlertEvent))
+
+    event = await alerts.add_note(request.app, alert_id, body.by, body.note, key, render)
+    if isinstance(event, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    if event is None:
+        raise _not_found(request)
+    return json_response(msgspec.convert(event, AlertEvent), status=201)
+
+
+async def _change(
+    request: web.Request,
+    raw: bytes,
+    alert_id: int | None,
+    action: Callable[..., Awaitable[Any]],
+    missing: Callable[[], ApiError] | None = None,
+) -> web.Response:
+    key = idempotency.key_of(request, raw)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
+    absent = missing or (lambda: _not_found(request))
+
     def render(row: dict[str, Any] | None) -> tuple[int, bytes]:
         if row is None:
-            return idempotency.render_error(_not_found(request))
-        return idempotency.render(200, msgspec.convert(row, Alert))
+            return idempotency.render_error(absent())
+        return idempotency.render(200, as_alert(request.app, row))
 
     try:
-        row = await action(request.app, alert_id, by, note, key, render)
+        row = await action(key, render)
     except lifecycle.Conflict as exc:
-        raise ApiError(409, "conflict", f"alert {alert_id}: {exc}") from None
+        what = f"alert {alert_id}" if alert_id is not None else "the alert"
+        raise ApiError(409, "conflict", f"{what}: {exc}") from None
     if isinstance(row, Duplicate):
         assert key is not None
         return await idempotency.replayed(request, key)
     if row is None:
-        raise _not_found(request)
-    return json_response(msgspec.convert(row, Alert))
+        raise absent()
+    return json_response(as_alert(request.app, row))
 
 
 async def _small_body(request: web.Request) -> bytes:
@@ -344,15 +493,27 @@ def setup(app: web.Application) -> None:
         Route("GET", "/api/v1/alerts", list_alerts, "List alerts", "read", query=AlertQuery,
               response=Page[Alert], tags=tags),
         Route("POST", "/api/v1/alerts", create_alert, "Create an alert", "write", body=NewAlert,
-              response=Alert, status=201, tags=tags, idempotent=True),
+              response=Alert, status=201, tags=tags, idempotent=True,
+              also={200: "an open alert holds the dedup_key: that alert"}),
+        Route("POST", "/api/v1/alerts/resolve", resolve_by_key,
+              "Resolve the open API alert with a dedup key", "write", body=ResolveByKey,
+              response=Alert, tags=tags, responses={404: "no open alert holds the key"},
+              idempotent=True),
         Route("GET", "/api/v1/alerts/{id}", get_alert, "One alert with its events", "read",
               response=AlertWithEvents, tags=tags, responses={404: "no such alert"},
-              path_params=AlertPath),
+              path_params=AlertPath, router_path="/api/v1/alerts/{id:(?!resolve$)[^/]+}"),
         Route("POST", "/api/v1/alerts/{id}/acknowledge", acknowledge_alert,
               "Acknowledge an alert", "ack", body=Acknowledge, response=Alert, tags=tags,
               responses=conflict, path_params=AlertPath, idempotent=True),
+        Route("POST", "/api/v1/alerts/{id}/unacknowledge", unacknowledge_alert,
+              "Return an acknowledged alert to active", "ack", body=Unacknowledge,
+              response=Alert, tags=tags, responses=conflict, path_params=AlertPath,
+              idempotent=True),
         Route("POST", "/api/v1/alerts/{id}/resolve", resolve_alert, "Resolve an alert",
               "ack", body=Resolve, response=Alert, tags=tags, responses={404: "no such alert"},
               path_params=AlertPath, idempotent=True),
+        Route("POST", "/api/v1/alerts/{id}/notes", add_note, "Keep a note on an alert", "ack",
+              body=NewNote, response=AlertEvent, status=201, tags=tags,
+              responses={404: "no such alert"}, path_params=AlertPath, idempotent=True),
     ):  # fmt: skip
         api.add(app, route)

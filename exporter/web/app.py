@@ -8,9 +8,12 @@ from aiohttp import web
 
 from exporter import demo
 from exporter.config import Config
+from exporter.features import alertmanager as alertmanager_feature
 from exporter.features import alerts as alerts_feature
 from exporter.features import core, overview
 from exporter.features import health as health_feature
+from exporter.features import heartbeats as heartbeats_feature
+from exporter.features import maintenance as maintenance_feature
 from exporter.features import performance_logs as logs_feature
 from exporter.features import quality as quality_feature
 from exporter.features import stream as stream_feature
@@ -19,6 +22,8 @@ from exporter.web import (
     alerts,
     auth,
     health,
+    heartbeats,
+    maintenance,
     metrics,
     performance_logs,
     probes,
@@ -73,6 +78,9 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
     core.setup(app, config, dsn, replica or core.replica_name(config, None))
     for feature in (
         health_feature,
+        alertmanager_feature,
+        heartbeats_feature,
+        maintenance_feature,
         alerts_feature,
         quality_feature,
         logs_feature,
@@ -88,6 +96,15 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
     probes.setup(app)
     metrics.setup(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
-    for routes in (health, alerts, performance_logs, quality, stream, selftest):
+    for routes in (
+        health,
+        alerts,
+        maintenance,
+        heartbeats,
+        performance_logs,
+        quality,
+        stream,
+        selftest,
+    ):
         routes.setup(app)
     return app
