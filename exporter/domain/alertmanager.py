@@ -19,6 +19,7 @@ State = Literal["active", "suppressed", "unprocessed"]
 Operation = Literal["silence", "expire_silence", "send", "send_resolved"]
 
 # RFC 3339 as Alertmanager writes it: fractions of any length, Z or an offset
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$")
 
 
@@ -104,9 +105,10 @@ def outgoing_labels(
     labels: Mapping[str, str],
 ) -> dict[str, str]:
     """The labels of an incident we send to Alertmanager (an API alert, a late heartbeat):
-    its own labels, ``alertname`` (its own, else the title), severity, alert_type and
-    service as the webhook maps them back, and the :data:`MARKER`."""
-    out = {k: v for k, v in labels.items() if v != ""}
+    its own labels (those Alertmanager can take: a label name is ``[a-zA-Z_][a-zA-Z0-9_]*``,
+    an empty value is no label), ``alertname`` (its own, else the title), severity,
+    alert_type and service as the webhook maps them back, and the :data:`MARKER`."""
+    out = {k: v for k, v in labels.items() if v != "" and LABEL_NAME.match(k)}
     out.setdefault("alertname", title)
     out["severity"] = severity
     out["alert_type"] = alert_type
