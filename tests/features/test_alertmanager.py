@@ -24,6 +24,7 @@ from tests.support.alertmanager import (
     get,
     post_alerts,
     route_config,
+    shipped_config,
     silence,
 )
 from tests.support.metrics import samples_by_name
@@ -368,3 +369,32 @@ async def test_an_unreachable_alertmanager_fails_nothing_local_and_gets_the_work
             return item["alertmanager_pending"] is False and item["silence_id"] is not None
 
         await eventually(window_silenced, timeout=15)
+
+
+async def test_the_shipped_inhibition_of_warnings_holds_per_replica(tmp_path: Path) -> None:
+    # a host figure critical on one replica must not hide a warning on another
+    shipped = shipped_config("http://127.0.0.1:9/unused", "x")
+    async with alertmanagers(tmp_path, shipped) as [url]:
+        series = {"service": "host", "metric_type": "cpu_usage", "severity": "warning"}
+        await post_alerts(
+            url,
+            [
+                alert(series | {"alertname": "ServiceHealthCritical", "severity": "critical",
+                                "replica": "exporter-0"}),
+                alert(series | {"alertname": "ServiceHealthWarning", "replica": "exporter-0"}),
+                alert(series | {"alertname": "ServiceHealthWarning", "replica": "exporter-1"}),
+            ],
+        )  # fmt: skip
+        states: dict[tuple[str, str], list[str]] = {}
+
+        async def evaluated() -> bool:
+            states.clear()
+            for held in await get(url, "alerts"):
+                key = (held["labels"]["alertname"], held["labels"]["replica"])
+                states[key] = held["status"]["inhibitedBy"]
+            return len(states) == 3
+
+        await eventually(evaluated, timeout=10)
+        assert states[("ServiceHealthWarning", "exporter-0")] != []
+        assert states[("ServiceHealthWarning", "exporter-1")] == []
+        assert states[("ServiceHealthCritical", "exporter-0")] == []

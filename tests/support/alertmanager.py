@@ -49,6 +49,21 @@ def route_config(
     }
 
 
+def shipped_config(webhook_url: str, token: str) -> dict[str, Any]:
+    """deploy/compose/alertmanager.yml with its webhooks pointed at ``webhook_url`` (with
+    ``token``) and its timings shortened for a test."""
+    shipped: dict[str, Any] = yaml.safe_load(
+        (peers.REPO / "deploy" / "compose" / "alertmanager.yml").read_text()
+    )
+    for receiver in shipped["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = webhook_url
+            hook["http_config"] = {"authorization": {"credentials": token}}
+    for route in (shipped["route"], *shipped["route"]["routes"]):
+        route |= {"group_wait": "0s", "group_interval": "1s", "repeat_interval": "1s"}
+    return shipped
+
+
 @contextlib.asynccontextmanager
 async def alertmanagers(
     tmp_path: Path, config: dict[str, Any], n: int = 1, ports: list[int] | None = None
@@ -64,8 +79,13 @@ async def alertmanagers(
     try:
         for i, port in enumerate(web_ports):
             cluster = (
-                [f"--cluster.listen-address=127.0.0.1:{mesh[i]}"]
-                + [f"--cluster.peer=127.0.0.1:{p}" for j, p in enumerate(mesh) if j != i]
+                [
+                    f"--cluster.listen-address=127.0.0.1:{mesh[i]}",
+                    # readiness waits for the mesh to settle: quick gossip settles it sooner
+                    "--cluster.gossip-interval=50ms",
+                    "--cluster.settle-timeout=5s",
+                    *(f"--cluster.peer=127.0.0.1:{p}" for j, p in enumerate(mesh) if j != i),
+                ]
                 if n > 1
                 else ["--cluster.listen-address="]
             )
@@ -99,8 +119,13 @@ async def alertmanagers(
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
         for proc in procs:
-            with contextlib.suppress(ProcessLookupError, TimeoutError):
-                await asyncio.wait_for(proc.wait(), timeout=10)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=1)
+            except TimeoutError:
+                # a cluster member takes 10 s to leave the mesh gracefully: nothing to keep
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
 
 
 def alert(labels: dict[str, str], starts: datetime | None = None, **more: Any) -> dict[str, Any]:
