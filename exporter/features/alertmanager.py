@@ -221,7 +221,7 @@ async def _sync(app: web.Application, run: Run) -> None:
     await _expire_unwanted(app, unwanted)
 
 
-async def _reconcile(app: web.Application, run: Run) -> None:
+async def reconcile(app: web.Application, run: Run) -> None:
     """Compare the incidents with every Alertmanager's alerts; extend the silences of
     acknowledgements whose alerts still fire; send our open alerts again."""
     link, db, alerts = app[ALERTMANAGER], app[DATABASE], app[CONFIG].alerts
@@ -353,7 +353,7 @@ def setup(app: web.Application) -> None:
         alerts = config.alerts
         leadership = app[LEADERSHIP]
         leadership.add(
-            _job(app, "alertmanager:reconcile", alerts.reconcile_interval.seconds, _reconcile)
+            _job(app, "alertmanager:reconcile", alerts.reconcile_interval.seconds, reconcile)
         )
         leadership.add(_job(app, "alertmanager:sync", alerts.sync_interval.seconds, _sync))
     app.cleanup_ctx.append(_client)
