@@ -23,6 +23,8 @@ AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
         ("2024-05-01T12:00:00.1Z", AT.replace(microsecond=100000)),
         ("2024-05-01T12:00:00Z", AT),
         ("2024-05-01T14:00:00.5+02:00", AT.replace(microsecond=500000)),
+        ("2024-05-01t12:00:00.1234z", AT.replace(microsecond=123000)),
+        ("2024-05-01 14:00:00.9999+02:00", AT.replace(microsecond=999000)),
     ],
 )
 def test_times_are_read_to_the_millisecond_as_go_writes_them(text: str, expected: datetime) -> None:
