@@ -108,3 +108,10 @@ def test_pending_work_follows_from_the_incident_alone() -> None:
         "send_resolved"
     ]
     assert am.pending(row(status="acknowledged"), AT, configured=False) == []
+
+
+def test_alerts_that_cannot_be_stored_are_named() -> None:
+    assert am.unstorable(Firing("f", AT, {"alertname": "A", "service": "db"})) is None
+    assert "NUL" in str(am.unstorable(Firing("f", AT, {"alertname": "A\u0000"})))
+    assert "NUL" in str(am.unstorable(Firing("f", AT, {"a": "b"}, {"summary": "\u0000"})))
+    assert "200" in str(am.unstorable(Firing("f", AT, {"job": "j" * 201})))

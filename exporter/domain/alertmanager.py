@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from exporter.domain.health import MAX_SERVICE
+
 #: the label that marks an alert we sent, its value the incident's fingerprint: the webhook
 #: and the alert list that bring it back find the incident by it, and never open another
 MARKER = "monitoring_exporter_id"
@@ -93,6 +95,19 @@ def _merged_state(a: State, b: State, suppressed: bool) -> State:
     if suppressed or "suppressed" in (a, b):
         return "suppressed"
     return "active" if "active" in (a, b) else "unprocessed"
+
+
+def unstorable(alert: Firing) -> str | None:
+    """Why an alert Alertmanager holds cannot become an incident (PostgreSQL refuses NUL in
+    text; a service name becomes an indexed column of at most 200 characters), or None."""
+    texts = (alert.fingerprint, *alert.labels, *alert.labels.values(), *alert.annotations,
+             *alert.annotations.values(), alert.generator_url or "")  # fmt: skip
+    if any("\x00" in text for text in texts):
+        return "it holds a NUL character"
+    service = alert.labels.get("service") or alert.labels.get("job") or ""
+    if len(service) > MAX_SERVICE:
+        return f"its service is longer than {MAX_SERVICE} characters"
+    return None
 
 
 def outgoing_labels(

@@ -202,10 +202,11 @@ async def after_change(app: web.Application, ids: Sequence[int]) -> None:
         results = await _work(app, rows)
         async with db.transaction() as conn:
             unwanted = await storage.store(conn, db, results)
+        await _expire_unwanted(app, unwanted)
     except StorageUnavailable as exc:
         log.warning("could not record Alertmanager work", extra={"error": str(exc)})
-        return
-    await _expire_unwanted(app, unwanted)
+    except Exception:  # the change is committed: what failed stays pending for the sync job
+        log.exception("Alertmanager work after a change failed")
 
 
 # ---------------------------------------------------------------- scheduled work
@@ -241,13 +242,18 @@ async def reconcile(app: web.Application, run: Run) -> None:
     resolve = len(answered) == len(listings) and all(
         listing.up_since is not None and read_at - listing.up_since >= grace for listing in answered
     )
-    firing = [
-        alert
-        for alert in am.merge(listing.alerts or [] for listing in answered)
-        if alert.labels.get("alertname") not in link.heartbeat_alertnames
-    ]
+    firing = []
+    for alert in am.merge(listing.alerts or [] for listing in answered):
+        if alert.labels.get("alertname") in link.heartbeat_alertnames:
+            continue  # a heartbeat's beat (the Watchdog), never an incident
+        problem = am.unstorable(alert)
+        if problem is not None:
+            link.failed("list_alerts", f"alert {alert.fingerprint} skipped: {problem}")
+            continue
+        firing.append(alert)
     async with run.commit() as conn:
         done = await storage.reconcile(conn, db, firing, resolve, read_at)
+    await after_change(app, done.silenced)
     for change, n in (("opened", done.opened), ("resolved", done.resolved),
                       ("updated", done.updated)):  # fmt: skip
         link.metrics.reconciled.labels(change).inc(n)

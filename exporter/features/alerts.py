@@ -286,9 +286,10 @@ async def _auto_resolve(app: web.Application, run: Run) -> None:
     if resolved or expired:
         log.info(
             "alerts resolved or acknowledgements ended on schedule",
-            extra={"resolved": resolved, "acknowledgements_ended": expired},
+            extra={"resolved": len(resolved), "acknowledgements_ended": len(expired)},
         )
-    # their silences are expired and ends sent by alertmanager:sync (pending now)
+    # their silences expired, the ends of API alerts sent (what fails: alertmanager:sync)
+    await alertmanager.after_change(app, resolved + expired)
 
 
 # ---------------------------------------------------------------- the views and the lifetimes

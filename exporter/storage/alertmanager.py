@@ -89,7 +89,8 @@ incoming AS MATERIALIZED (
       AND a.created_at < $3::timestamptz
       AND NOT EXISTS (SELECT FROM incoming AS i
                       WHERE i.fingerprint = a.fingerprint AND i.starts_at = a.starts_at)
-    RETURNING a.id, a.acknowledged_at IS NOT NULL AS was_acknowledged
+    RETURNING a.id, a.acknowledged_at IS NOT NULL AS was_acknowledged,
+              a.silence_id IS NOT NULL AND a.silence_ends_at > now() AS silenced
 ), gone_events AS (
     INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
     SELECT id, CASE WHEN was_acknowledged THEN 'acknowledged' ELSE 'active' END, 'resolved',
@@ -97,7 +98,8 @@ incoming AS MATERIALIZED (
     FROM gone
 )
 SELECT (SELECT count(*) FROM opened) AS opened, (SELECT count(*) FROM gone) AS resolved,
-       (SELECT count(*) FROM seen) + (SELECT count(*) FROM ours) AS updated
+       (SELECT count(*) FROM seen) + (SELECT count(*) FROM ours) AS updated,
+       ARRAY(SELECT id FROM gone WHERE silenced) AS silenced
 """
 
 # Work pending on incidents (domain.alertmanager.pending): each arm reads a partial index.
@@ -175,11 +177,13 @@ WHERE a.fingerprint = t.marker AND a.source <> 'alertmanager'
 
 @dataclass(frozen=True, slots=True)
 class Reconciled:
-    """What one reconciliation pass changed."""
+    """What one reconciliation pass changed (and the resolved incidents whose silence to
+    expire)."""
 
     opened: int
     resolved: int
     updated: int
+    silenced: list[int]
 
 
 def _document(alerts: Sequence[Firing]) -> str:
@@ -212,7 +216,7 @@ async def reconcile(
 ) -> Reconciled:
     """Bring the incidents in line with the alerts Alertmanager holds (one statement)."""
     row = await conn.fetchrow(db.sql(RECONCILE), _document(alerts), resolve, read_at)
-    return Reconciled(row["opened"], row["resolved"], row["updated"])
+    return Reconciled(row["opened"], row["resolved"], row["updated"], list(row["silenced"]))
 
 
 async def by_ids(db: Database, ids: Sequence[int]) -> list[dict[str, Any]]:

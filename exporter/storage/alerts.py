@@ -172,7 +172,7 @@ WITH due AS (
            'auto-resolve', 'auto_resolve_after elapsed'
     FROM due
 )
-SELECT count(*) FROM due
+SELECT id FROM due
 """
 # lifecycle.expire_acknowledgement for every acknowledgement whose until has come
 EXPIRE_ACKNOWLEDGEMENTS = """
@@ -193,7 +193,7 @@ WITH due AS (
                   to_char(acknowledged_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
     FROM due
 )
-SELECT count(*) FROM back
+SELECT id FROM back
 """
 # a note: an event that changes nothing (from_status = to_status)
 INSERT_NOTE = """
@@ -392,16 +392,14 @@ async def add_note(db: Database, alert_id: int, by: str, note: str) -> dict[str,
     return None if record is None else dict(record)
 
 
-async def resolve_due(conn: Any, db: Database) -> int:
-    """Resolve alerts whose ``auto_resolve_after`` elapsed; how many."""
-    count: int = await conn.fetchval(db.sql(AUTO_RESOLVE))
-    return count
+async def resolve_due(conn: Any, db: Database) -> list[int]:
+    """Resolve alerts whose ``auto_resolve_after`` elapsed; their ids."""
+    return [r["id"] for r in await conn.fetch(db.sql(AUTO_RESOLVE))]
 
 
-async def expire_acknowledgements(conn: Any, db: Database) -> int:
-    """Acknowledgements whose ``until`` came return to active; how many."""
-    count: int = await conn.fetchval(db.sql(EXPIRE_ACKNOWLEDGEMENTS))
-    return count
+async def expire_acknowledgements(conn: Any, db: Database) -> list[int]:
+    """Acknowledgements whose ``until`` came return to active; their ids."""
+    return [r["id"] for r in await conn.fetch(db.sql(EXPIRE_ACKNOWLEDGEMENTS))]
 
 
 async def list_alerts(
