@@ -107,10 +107,8 @@ async def receive(
     bridge.metrics.duplicates.inc(outcome.duplicates)
     if outcome.changed:
         app[SELF_METRICS].writes_committed.labels(TABLE).inc(len(outcome.changed))
-    # a resolved incident's silence is expired (Alertmanager would keep it to its end)
-    await alertmanager.after_change(
-        app, [c.id for c in outcome.changed if c.status == "resolved" and c.silence_id]
-    )
+    # the silence of an incident resolved here is expired by alertmanager:sync, not by this
+    # request: Alertmanager waits for the answer and must not wait on a call back to itself
     return received(outcome)
 
 

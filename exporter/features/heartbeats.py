@@ -112,8 +112,7 @@ async def beat_alertnames(app: web.Application, alertnames: Sequence[str]) -> No
 
 async def listing(app: web.Application) -> list[dict[str, Any]]:
     """Every heartbeat, with when it is due and its open incident."""
-    rows = await storage.listing(app[DATABASE])
-    return [row | {"configured": row["name"] in app[HEARTBEATS].configured} for row in rows]
+    return await storage.listing(app[DATABASE])
 
 
 # ---------------------------------------------------------------- scheduled work

@@ -19,7 +19,7 @@ import msgspec
 
 from exporter.domain import alert as lifecycle
 from exporter.domain.alertmanager import MARKER, Firing
-from exporter.storage.alerts import WINDOWS_IN_FORCE, in_window, row_dict
+from exporter.storage.alerts import in_window, row_dict
 from exporter.storage.database import Database
 
 _encode = msgspec.json.Encoder().encode
@@ -33,8 +33,7 @@ _encode = msgspec.json.Encoder().encode
 # holds any more are resolved -- those created before the alerts were read ($3), so an
 # incident a webhook opens meanwhile is never taken for gone. The CTEs touch disjoint rows.
 RECONCILE = f"""
-WITH windows AS MATERIALIZED ({WINDOWS_IN_FORCE}),
-incoming AS MATERIALIZED (
+WITH incoming AS MATERIALIZED (
     SELECT e->>0 AS fingerprint, (e->>1)::timestamptz AS starts_at, e->>2 AS alert_type,
            e->>3 AS severity, e->>4 AS title, e->>5 AS description, e->>6 AS service_name,
            e->7 AS labels, e->8 AS annotations, e->>9 AS generator_url,

@@ -46,11 +46,13 @@ CASE WHEN {service} IS NULL THEN {labels}
 
 
 def in_window(labels: str, service: str) -> str:
-    """The id of a window in force that matches (NULL when none is); reads CTE ``windows``."""
+    """The id of a window in force that matches (NULL when none is). Whether any window is
+    in force is read once per statement (an uncorrelated EXISTS), the match per row only
+    when one is."""
     matched = MATCHED.format(labels=labels, service=service).strip()
     return (
-        "CASE WHEN EXISTS (SELECT FROM windows) THEN "
-        f"(SELECT min(w.id) FROM windows AS w WHERE ({matched}) @> w.matchers) END"
+        f"CASE WHEN EXISTS ({WINDOWS_IN_FORCE}) THEN (SELECT min(f.id) FROM "
+        f"({WINDOWS_IN_FORCE}) AS f WHERE ({matched}) @> f.matchers) END"
     )
 
 
@@ -63,8 +65,7 @@ def in_window(labels: str, service: str) -> str:
 # row; a row resolved here was acknowledged before exactly when acknowledged_at is set
 # (nothing else sets it).
 UPSERT_WEBHOOK = f"""
-WITH windows AS MATERIALIZED ({WINDOWS_IN_FORCE}),
-incoming AS (
+WITH incoming AS (
     SELECT n, e->>0 AS fingerprint, (e->>1)::timestamptz AS starts_at, e->>2 AS status,
            e->>3 AS alert_type, e->>4 AS severity, e->>5 AS title, e->>6 AS description,
            e->>7 AS service_name, e->8 AS labels, e->9 AS annotations, e->>10 AS generator_url,
@@ -120,8 +121,7 @@ WHERE up.inserted OR up.status = 'resolved'
 # A manual alert; with a dedup key that an open incident holds, nothing (ON CONFLICT waits
 # for a concurrent creation with the same key to commit, then finds it: one incident)
 INSERT_MANUAL = f"""
-WITH windows AS MATERIALIZED ({WINDOWS_IN_FORCE}),
-a AS (
+WITH a AS (
     INSERT INTO __SCHEMA__.system_alerts
         (fingerprint, starts_at, alert_type, severity, title, description, service_name, labels,
          source, auto_resolve, auto_resolve_at, dedup_key, maintenance_id)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.storage.alerts import WINDOWS_IN_FORCE, in_window
+from exporter.storage.alerts import in_window
 from exporter.storage.database import Database
 
 COLUMNS = """
@@ -92,8 +92,7 @@ WITH hb AS (
 
 # Late heartbeats open their incident (source exporter); one per heartbeat at a time.
 OPEN_LATE = f"""
-WITH windows AS MATERIALIZED ({WINDOWS_IN_FORCE}),
-late AS (
+WITH late AS (
     SELECT h.*, jsonb_build_object('alertname', 'HeartbeatMissing', 'heartbeat', h.name)
                AS labels
     FROM __SCHEMA__.heartbeats AS h

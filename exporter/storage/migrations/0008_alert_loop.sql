@@ -89,9 +89,10 @@ CREATE TABLE __SCHEMA__.maintenance_windows (
 CREATE INDEX maintenance_windows_live_idx ON __SCHEMA__.maintenance_windows (starts_at DESC, id DESC)
     WHERE deleted_at IS NULL;
 
--- incidents opened while a window matched them
-ALTER TABLE __SCHEMA__.system_alerts
-    ADD COLUMN maintenance_id bigint REFERENCES __SCHEMA__.maintenance_windows (id);
+-- incidents opened while a window matched them. No foreign key: windows are never deleted
+-- (the writer has no DELETE, retention leaves them), and a foreign key would queue a trigger
+-- for every incident the webhook inserts, window or not.
+ALTER TABLE __SCHEMA__.system_alerts ADD COLUMN maintenance_id bigint;
 CREATE INDEX system_alerts_maintenance_idx ON __SCHEMA__.system_alerts (maintenance_id, severity)
     WHERE maintenance_id IS NOT NULL AND status <> 'resolved';
 
