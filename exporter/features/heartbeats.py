@@ -8,15 +8,14 @@ later than its interval and grace; the next beat resolves it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from exporter.config.heartbeats import Heartbeat as Configured
+from exporter.exposition.heartbeats import LastSeen
 from exporter.features import alertmanager
 from exporter.features.core import CONFIG, DATABASE, EXPOSITION, LEADERSHIP, VIEWS
 from exporter.features.leader import Job, Run
@@ -65,8 +64,10 @@ async def beat(
     grace: float | None = None,
     key: IdempotencyKey | None = None,
     render: Callable[[dict[str, Any] | None], tuple[int, bytes]] | None = None,
+    immediate: bool = True,
 ) -> dict[str, Any] | Duplicate:
-    """Record a beat of ``name``; resolves the heartbeat's open incident.
+    """Record a beat of ``name``; resolves the heartbeat's open incident (and, ``immediate``,
+    ends it in Alertmanager at once, else alertmanager:sync does).
 
     A configured heartbeat keeps its configured settings (a beat that gives some is
     refused); with ``alerts.heartbeats_via_api`` another name is created by a beat that
@@ -99,7 +100,8 @@ async def beat(
     if found is None:
         raise NeedsInterval(name)
     row, resolved = found
-    await alertmanager.after_change(app, resolved)
+    if immediate:
+        await alertmanager.after_change(app, resolved)
     return row
 
 
@@ -107,7 +109,8 @@ async def beat_alertnames(app: web.Application, alertnames: Sequence[str]) -> No
     """Beats from Alertmanager alerts (the Watchdog) reaching the webhook."""
     state = app[HEARTBEATS]
     for name in sorted({state.by_alertname[a] for a in alertnames if a in state.by_alertname}):
-        await beat(app, name)
+        # Alertmanager waits for the webhook's answer: no call back to it from here
+        await beat(app, name, immediate=False)
 
 
 async def listing(app: web.Application) -> list[dict[str, Any]]:
@@ -142,27 +145,6 @@ def _view(app: web.Application) -> View:
     return View("heartbeats", ("heartbeats",), reload, min_interval=0.1)
 
 
-class LastSeen:
-    """``monitoring_heartbeat_last_seen_timestamp_seconds{name}``: the last beat of every
-    enabled heartbeat (0 before the first)."""
-
-    def __init__(self, state: Heartbeats) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
-        """The view's last beats."""
-        family = GaugeMetricFamily(
-            "monitoring_heartbeat_last_seen_timestamp_seconds",
-            "When each heartbeat last beat (Unix seconds; 0: never).",
-            labels=["name"],
-        )
-        for name, row in sorted(self.state.rows.items()):
-            if row["enabled"]:
-                at: datetime | None = row["last_beat_at"]
-                family.add_metric([name], at.timestamp() if at else 0.0)
-        yield family
-
-
 def setup(app: web.Application) -> None:
     """Install the state, its view and metric, the check job and the configuration sync."""
     config = app[CONFIG]
@@ -171,7 +153,7 @@ def setup(app: web.Application) -> None:
         {b.alertname: b.name for b in config.heartbeats if b.alertname is not None},
     )
     app[VIEWS].add(_view(app))
-    app[EXPOSITION].add("heartbeats", LastSeen(state))
+    app[EXPOSITION].add("heartbeats", LastSeen(lambda: state.rows))
     leadership = app[LEADERSHIP]
     leadership.add_setup("heartbeats:config", lambda: _sync_config(app))
     leadership.add(

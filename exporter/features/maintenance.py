@@ -10,16 +10,16 @@ deletes a window tries at once, and what fails waits for the job).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.metrics_core import Metric
 
 from exporter.domain import maintenance as rules
 from exporter.domain.maintenance import Window
+from exporter.exposition.maintenance import InMaintenance
 from exporter.features import alertmanager
 from exporter.features.alertmanager import ALERTMANAGER
 from exporter.features.core import CONFIG, DATABASE, EXPOSITION, LEADERSHIP, VIEWS
@@ -203,34 +203,11 @@ def _view(app: web.Application) -> View:
     return View("maintenance_windows", ("maintenance_windows",), reload, min_interval=0.1)
 
 
-class InMaintenance:
-    """``monitoring_maintenance{service}`` and ``{source}``: 1 for each service and
-    data-quality source a window in force puts in maintenance (absent otherwise)."""
-
-    def __init__(self, state: Maintenance) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
-        """The view's windows in force now."""
-        services, sources = self.state.affected(datetime.now(UTC))
-        family = Metric(
-            "monitoring_maintenance",
-            "1 for each service (label service) and data-quality source (label source) in a "
-            "maintenance window now; their statuses do not raise monitoring_overall_status.",
-            "gauge",
-        )
-        for name in sorted(services):
-            family.add_sample("monitoring_maintenance", {"service": name}, 1.0)
-        for name in sorted(sources):
-            family.add_sample("monitoring_maintenance", {"source": name}, 1.0)
-        yield family
-
-
 def setup(app: web.Application) -> None:
     """Install the view, the metric and the silence job."""
     state = app[MAINTENANCE] = Maintenance()
     app[VIEWS].add(_view(app))
-    app[EXPOSITION].add("maintenance", InMaintenance(state))
+    app[EXPOSITION].add("maintenance", InMaintenance(state.affected))
     if alertmanager.configured(app):
         app[LEADERSHIP].add(
             Job(

@@ -187,3 +187,24 @@ async def test_bad_dedup_keys_are_400_store_nothing_and_send_nothing(
             return len(await get(url, "alerts")) == 1
 
         await eventually(sent, timeout=10)
+
+
+async def test_new_writes_take_an_idempotency_key(
+    client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    alert_id = (await create(client, dedup_key="once"))["id"]
+    for path, body, headers in (
+        (f"/api/v1/alerts/{alert_id}/notes", {"by": "ann", "note": "n"}, ONCALL),
+        (f"/api/v1/alerts/{alert_id}/unacknowledge", {"by": "ann"}, ONCALL),
+        ("/api/v1/alerts/resolve", {"dedup_key": "once"}, W),
+    ):
+        key = {"Idempotency-Key": f"k-{path}"}
+        first = await client.post(path, json=body, headers={**headers, **key})
+        again = await client.post(path, json=body, headers={**headers, **key})
+        assert first.status == again.status and first.status in (200, 201), path
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert await again.json() == await first.json()
+    notes = await db.fetchval(
+        "SELECT count(*) FROM monitoring.system_alert_events WHERE from_status = to_status"
+    )
+    assert notes == 1

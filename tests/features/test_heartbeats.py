@@ -236,3 +236,11 @@ async def test_the_watchdog_beats_and_pipeline_down_opens_when_prometheus_stops(
 
 async def _some(found: Any) -> bool:
     return bool(await found)
+
+
+async def test_a_beat_with_an_idempotency_key_counts_once(make_client: MakeClient) -> None:
+    client = await make_client(config())
+    key = {**W, "Idempotency-Key": "beat-1"}
+    for _ in range(3):
+        assert (await client.post("/api/v1/heartbeats/shopify_sync", headers=key)).status == 200
+    assert (await heartbeats(client))["shopify_sync"]["beats"] == 1

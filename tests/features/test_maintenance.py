@@ -231,3 +231,22 @@ async def test_the_sql_and_the_domain_agree_on_the_windows_in_force(
     in_python = {w.id for w in rules.in_force(windows, at)}
     assert in_sql == in_python
     assert 20 < len(in_sql) < 280  # both answers occur
+
+
+async def test_a_window_with_an_idempotency_key_is_stored_once(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    client = await make_client(config())
+    body = {"matchers": {"alertname": "Backup"},
+            "ends_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}  # fmt: skip
+    key = {**ADMIN, "Idempotency-Key": "window-1"}
+    first = await client.post("/api/v1/maintenance", json=body, headers=key)
+    again = await client.post("/api/v1/maintenance", json=body, headers=key)
+    assert (first.status, again.status) == (201, 201)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await db.fetchval("SELECT count(*) FROM monitoring.maintenance_windows") == 1
+    window_id = (await first.json())["id"]
+    key = {**ADMIN, "Idempotency-Key": "delete-1"}
+    for _ in range(2):
+        resp = await client.delete(f"/api/v1/maintenance/{window_id}", headers=key)
+        assert resp.status == 200
