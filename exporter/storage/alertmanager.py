@@ -19,8 +19,9 @@ import msgspec
 
 from exporter.domain import alert as lifecycle
 from exporter.domain.alertmanager import MARKER, Firing
-from exporter.storage.alerts import in_window, row_dict
+from exporter.storage.alerts import row_dict
 from exporter.storage.database import Database
+from exporter.storage.maintenance import in_window
 
 _encode = msgspec.json.Encoder().encode
 

@@ -1,5 +1,6 @@
 """The ``system_alerts`` and ``system_alert_events`` tables: bulk webhook upserts, lifecycle
-changes, queries, the counts behind ``monitoring_alerts``, and the demo incidents.
+changes, notes, queries, and the counts behind ``monitoring_alerts`` (the demo incidents are
+in ``storage.alerts_demo``, what Alertmanager is owed in ``storage.alertmanager``).
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -16,45 +17,10 @@ from exporter.domain import alert as lifecycle
 from exporter.domain.alert import AlertRecord
 from exporter.storage.database import Database
 from exporter.storage.keyset import Keyset
+from exporter.storage.maintenance import in_window
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-
-# The maintenance windows in force now (domain.maintenance.occurrence in SQL: fixed periods
-# of 24 h or 7 d from starts_at, no occurrence starting after repeat_until). Few rows; the
-# statements that open incidents read it once (MATERIALIZED) to flag what a window matches.
-WINDOWS_IN_FORCE = """
-SELECT w.id, w.matchers FROM __SCHEMA__.maintenance_windows AS w
-CROSS JOIN LATERAL (
-    SELECT CASE w.recurrence WHEN 'daily' THEN 86400 WHEN 'weekly' THEN 604800 END AS period,
-           extract(epoch FROM now() - w.starts_at) AS elapsed
-) AS p
-WHERE w.deleted_at IS NULL AND w.starts_at <= now()
-  AND CASE WHEN w.recurrence IS NULL THEN now() < w.ends_at
-      ELSE mod(p.elapsed, p.period) < extract(epoch FROM w.ends_at - w.starts_at)
-           AND (w.repeat_until IS NULL
-                OR now() - mod(p.elapsed, p.period)::float8 * interval '1 second'
-                   <= w.repeat_until)
-      END
-"""
-# The labels a window's matchers are compared with: an incident's labels, and its service
-# (for alerts whose service came from the job label, and API alerts)
-MATCHED = """
-CASE WHEN {service} IS NULL THEN {labels}
-     ELSE jsonb_build_object('service', {service}) || {labels} END
-"""
-
-
-def in_window(labels: str, service: str) -> str:
-    """The id of a window in force that matches (NULL when none is). Whether any window is
-    in force is read once per statement (an uncorrelated EXISTS), the match per row only
-    when one is."""
-    matched = MATCHED.format(labels=labels, service=service).strip()
-    return (
-        f"CASE WHEN EXISTS ({WINDOWS_IN_FORCE}) THEN (SELECT min(f.id) FROM "
-        f"({WINDOWS_IN_FORCE}) AS f WHERE ({matched}) @> f.matchers) END"
-    )
-
 
 # One statement for a whole batch of notifications, its alerts one JSON document of
 # AlertRecord arrays (one msgspec call to encode, one jsonb parse to read: binding twelve
@@ -421,58 +387,3 @@ async def count_in_maintenance(db: Database) -> dict[tuple[int, str], int]:
     async with db.connection() as conn:
         rows = await conn.fetch(db.sql(MAINTENANCE_COUNTS))
     return {(r["maintenance_id"], r["severity"]): r["n"] for r in rows}
-
-
-_DEMO = [
-    # (title, severity, alert_type, service, status, hours ago)
-    ("Dashboard API p95 latency above 1s", "high", "performance", "dashboard_api", "active", 1),
-    ("Orders missing e-mail addresses", "medium", "data_quality", "supabase_db", "active", 3),
-    ("Sync worker restarted 5 times", "critical", "system_error", "data_sync", "active", 0.2),
-    ("Freshness of warehouse orders over 6h", "medium", "data_quality", "data_sync",
-     "acknowledged", 8),
-    ("Disk 85% full on db-1", "high", "system_error", "supabase_db", "acknowledged", 5),
-    ("Repeated failed logins for admin", "critical", "security", "dashboard_api", "resolved", 30),
-    ("Report generation slower than 30s", "low", "performance", "dashboard_api", "resolved", 50),
-    ("Kajabi members with invalid e-mail", "medium", "data_quality", "supabase_db", "resolved", 72),
-]  # fmt: skip
-
-
-async def seed_demo(db: Database) -> int:
-    """Insert the demo incidents (a few in each state) unless they are there; how many added."""
-    now = datetime.now(UTC)
-    async with db.transaction() as conn:
-        if await conn.fetchval(
-            db.sql("SELECT 1 FROM __SCHEMA__.system_alerts WHERE fingerprint LIKE 'demo-%' LIMIT 1")
-        ):
-            return 0
-        for i, (title, severity, alert_type, service, status, hours) in enumerate(_DEMO):
-            starts = now - timedelta(hours=hours)
-            labels = msgspec.json.encode(
-                {"alertname": title.split(" ")[0], "service": service, "severity": severity}
-            ).decode()
-            alert_id = await conn.fetchval(
-                db.sql("""
-                INSERT INTO __SCHEMA__.system_alerts (fingerprint, starts_at, alert_type, severity,
-                    title, service_name, labels, source, status, acknowledged_by, acknowledged_at,
-                    resolved_by, resolved_at)
-                VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7::jsonb, 'exporter', $8::text,
-                    CASE WHEN $8 <> 'active' THEN 'oncall' END,
-                    CASE WHEN $8 <> 'active' THEN $2::timestamptz + interval '10 minutes' END,
-                    CASE WHEN $8 = 'resolved' THEN 'oncall' END,
-                    CASE WHEN $8 = 'resolved' THEN $2::timestamptz + interval '1 hour' END)
-                RETURNING id"""),
-                f"demo-{i}", starts, alert_type, severity, title, service, labels, status,
-            )  # fmt: skip
-            steps: list[tuple[str | None, str, str, timedelta]] = [
-                (None, "active", "exporter", timedelta()),
-            ]
-            if status != "active":
-                steps.append(("active", "acknowledged", "oncall", timedelta(minutes=10)))
-            if status == "resolved":
-                steps.append(("acknowledged", "resolved", "oncall", timedelta(hours=1)))
-            for from_status, to_status, actor, delay in steps:
-                await conn.execute(
-                    db.sql(INSERT_EVENT), alert_id, from_status, to_status, actor, None,
-                    starts + delay,
-                )  # fmt: skip
-    return len(_DEMO)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.storage.alerts import in_window
 from exporter.storage.database import Database
+from exporter.storage.maintenance import in_window
 
 COLUMNS = """
 h.id, h.name, h.interval_seconds, h.grace_seconds, h.title, h.severity, h.origin, h.enabled,

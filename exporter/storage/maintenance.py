@@ -14,6 +14,42 @@ from exporter.domain.maintenance import Window
 from exporter.storage.database import Database
 from exporter.storage.keyset import Keyset
 
+# The maintenance windows in force now (domain.maintenance.occurrence in SQL: fixed periods
+# of 24 h or 7 d from starts_at, no occurrence starting after repeat_until). Few rows; the
+# statements that open incidents read it once (MATERIALIZED) to flag what a window matches.
+WINDOWS_IN_FORCE = """
+SELECT w.id, w.matchers FROM __SCHEMA__.maintenance_windows AS w
+CROSS JOIN LATERAL (
+    SELECT CASE w.recurrence WHEN 'daily' THEN 86400 WHEN 'weekly' THEN 604800 END AS period,
+           extract(epoch FROM now() - w.starts_at) AS elapsed
+) AS p
+WHERE w.deleted_at IS NULL AND w.starts_at <= now()
+  AND CASE WHEN w.recurrence IS NULL THEN now() < w.ends_at
+      ELSE mod(p.elapsed, p.period) < extract(epoch FROM w.ends_at - w.starts_at)
+           AND (w.repeat_until IS NULL
+                OR now() - mod(p.elapsed, p.period)::float8 * interval '1 second'
+                   <= w.repeat_until)
+      END
+"""
+# The labels a window's matchers are compared with: an incident's labels, and its service
+# (for alerts whose service came from the job label, and API alerts)
+MATCHED = """
+CASE WHEN {service} IS NULL THEN {labels}
+     ELSE jsonb_build_object('service', {service}) || {labels} END
+"""
+
+
+def in_window(labels: str, service: str) -> str:
+    """The id of a window in force that matches (NULL when none is). Whether any window is
+    in force is read once per statement (an uncorrelated EXISTS), the match per row only
+    when one is."""
+    matched = MATCHED.format(labels=labels, service=service).strip()
+    return (
+        f"CASE WHEN EXISTS ({WINDOWS_IN_FORCE}) THEN (SELECT min(f.id) FROM "
+        f"({WINDOWS_IN_FORCE}) AS f WHERE ({matched}) @> f.matchers) END"
+    )
+
+
 INSERT = """
 INSERT INTO __SCHEMA__.maintenance_windows
     (matchers, starts_at, ends_at, recurrence, repeat_until, comment, author)

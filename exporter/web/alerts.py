@@ -1,14 +1,13 @@
-"""The alert bridge's routes: the Alertmanager webhook, manual alerts and their lifecycle.
-
-Its state and background work are in ``features.alerts``, its families in ``exposition.alerts``.
-"""
+"""The alerts API: manual alerts, lists, and the lifecycle (the webhook is
+``web.alertmanager``). State and background work are in ``features.alerts``, the wire types in
+``domain.alert_records``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -16,12 +15,22 @@ from aiohttp import web
 from exporter.config.types import parse_duration
 from exporter.domain import alert as lifecycle
 from exporter.domain import alertmanager as am
-from exporter.domain.limits import NoNul, RowId, Text, Timestamp
+from exporter.domain.alert_records import (
+    MAX_AUTO_RESOLVE,
+    Acknowledge,
+    Alert,
+    AlertEvent,
+    AlertPath,
+    AlertQuery,
+    AlertWithEvents,
+    NewAlert,
+    NewNote,
+    Resolve,
+    ResolveByKey,
+    Unacknowledge,
+)
 from exporter.features import alertmanager, alerts
-from exporter.features.alerts import BRIDGE
-from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
-from exporter.inputs import alertmanager as webhook
-from exporter.storage import StorageUnavailable
+from exporter.features.core import CONFIG, DATABASE
 from exporter.storage import alerts as storage
 from exporter.storage.idempotency import Duplicate
 from exporter.web import idempotency
@@ -39,176 +48,6 @@ from exporter.web.payload import (
 )
 
 log = logging.getLogger(__name__)
-
-Title = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=500)]
-Name = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=200)]
-Note = Annotated[str, NoNul, msgspec.Meta(max_length=2000)]
-MAX_AUTO_RESOLVE = 366 * 86400
-# a Prometheus-style duration (30m, 1h30m), as config.types.parse_duration reads it
-DurationText = Annotated[
-    str, msgspec.Meta(pattern=r"^\s*(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+\s*$", max_length=64)
-]
-Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_AUTO_RESOLVE)]
-DedupKey = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=256)]
-
-
-class Alert(msgspec.Struct, frozen=True):
-    """One incident: the columns of ``system_alerts``."""
-
-    id: int
-    fingerprint: str
-    alert_type: lifecycle.AlertType
-    severity: lifecycle.Severity
-    status: lifecycle.Status
-    title: str
-    description: str | None
-    service_name: str | None
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    source: lifecycle.Source
-    generator_url: str | None
-    starts_at: datetime
-    ends_at: datetime | None
-    acknowledged_by: str | None
-    acknowledged_at: datetime | None
-    resolved_by: str | None
-    resolved_at: datetime | None
-    auto_resolve: bool
-    auto_resolve_at: datetime | None
-    silence_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    #: API alerts: the key that makes a second creation return this incident while open
-    dedup_key: str | None = None
-    #: an acknowledgement that ends by itself (back to active) at this time
-    acknowledged_until: datetime | None = None
-    #: when the acknowledgement's silence stops (in the past once expired)
-    silence_ends_at: datetime | None = None
-    #: Alertmanager silences (made there or by an acknowledgement) that silence the alert,
-    #: and alerts that inhibit it, as the last reconciliation found them
-    silenced_by: list[str] = []
-    inhibited_by: list[str] = []
-    #: the alert's state in Alertmanager at the last reconciliation (null: not seen)
-    alertmanager_state: Literal["active", "suppressed", "unprocessed"] | None = None
-    #: alerts we send: the fingerprint Alertmanager gave it, and when it took it last
-    alertmanager_fingerprint: str | None = None
-    sent_at: datetime | None = None
-    #: Alertmanager work this incident still waits for (retried by the leader), and why
-    #: the last try failed
-    alertmanager_pending: list[Literal["silence", "expire_silence", "send", "send_resolved"]] = []
-    alertmanager_error: str | None = None
-    #: the maintenance window in force when the incident opened, if one matched it
-    maintenance_id: int | None = None
-
-
-class AlertEvent(msgspec.Struct, frozen=True):
-    """One lifecycle change of an incident."""
-
-    id: int
-    from_status: lifecycle.Status | None
-    to_status: lifecycle.Status
-    actor: str
-    note: str | None
-    at: datetime
-
-
-class AlertWithEvents(Alert, frozen=True):
-    """An incident and its history, oldest change first."""
-
-    events: list[AlertEvent] = []
-
-
-class NewAlert(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A manual alert (the seed's ``createAlert``).
-
-    ``auto_resolve_after`` is a duration (``30m``, ``1h30m``) or seconds, more than 0 and at
-    most 366 days.
-    """
-
-    title: Title
-    severity: lifecycle.Severity
-    alert_type: lifecycle.AlertType
-    service: Name | None = None
-    description: Annotated[str, NoNul, msgspec.Meta(max_length=10_000)] | None = None
-    labels: dict[Text, Text] = {}
-    auto_resolve_after: DurationText | Seconds | None = None
-    #: while an incident with this key is open, a POST returns it (200) instead
-    dedup_key: DedupKey | None = None
-
-
-class Acknowledge(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Who acknowledges, why (optional), and until when (optional, in the future: the
-    incident then returns to active, default ``alerts.ack_expiry``)."""
-
-    by: Name
-    note: Note | None = None
-    until: Timestamp | None = None
-
-
-class Unacknowledge(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Who returns the incident to active, and why (optional)."""
-
-    by: Name
-    note: Note | None = None
-
-
-class NewNote(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A note on an incident, kept as an event."""
-
-    by: Name
-    note: Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=2000)]
-
-
-class ResolveByKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The open API alert to resolve, by its dedup key; who (default: the token's name)."""
-
-    dedup_key: DedupKey
-    by: Name | None = None
-    note: Note | None = None
-
-
-class Resolve(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Who resolves, and a note."""
-
-    by: Name
-    note: Note | None = None
-
-
-class AlertPath(msgspec.Struct, frozen=True):
-    """The path of ``/api/v1/alerts/{id}`` and its actions."""
-
-    id: RowId
-
-
-class AlertQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of ``GET /api/v1/alerts`` (status, severity, alert_type may repeat).
-
-    ``cursor`` is a previous page's ``next_cursor``.
-    """
-
-    status: list[lifecycle.Status] | lifecycle.Status | None = None
-    severity: list[lifecycle.Severity] | lifecycle.Severity | None = None
-    alert_type: list[lifecycle.AlertType] | lifecycle.AlertType | None = None
-    service: Text | None = None
-    since: Timestamp | None = None
-    until: Timestamp | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-    cursor: Text | None = None
-
-
-class WebhookReceipt(msgspec.Struct, frozen=True):
-    """What a notification did once committed."""
-
-    alerts: int
-    opened: int
-    resolved: int
-    duplicates: int
-    #: alerts that are heartbeat beats (the Watchdog), not incidents
-    heartbeats: int = 0
-    #: alerts we sent to Alertmanager, back: they belong to their incident
-    own: int = 0
-
-
 # ----------------------------------------------------------------------------- handlers
 
 
@@ -216,62 +55,6 @@ def as_alert(app: web.Application, row: dict[str, Any]) -> Alert:
     """An incident's row as the API shows it, with the Alertmanager work it waits for."""
     waiting = am.pending(row, datetime.now(UTC), alertmanager.configured(app))
     return msgspec.convert({**row, "alertmanager_pending": waiting}, Alert)
-
-
-async def receive_webhook(request: web.Request) -> web.Response:
-    """``POST /api/v1/alertmanager``: store a notification; 200 once it is committed.
-
-    Alerts named by a heartbeat's ``alertname`` (the Watchdog) are beats; alerts this
-    service sent (label ``monitoring_exporter_id``) belong to their incident.
-    """
-    bridge = request.app[BRIDGE]
-    bridge.metrics.notifications.inc()
-    try:
-        media_type(request, ("application/json",))
-        body = await read_body(request, request.app[CONFIG].web.alertmanager_max_body_bytes)
-        key = idempotency.key_of(request, body)
-        if (replayed := await idempotency.replay(request, key)) is not None:
-            return replayed
-        notification = _parse_notification(request, body)
-    except ApiError as exc:
-        bridge.metrics.notifications_rejected.labels(exc.code).inc()
-        request.app[SELF_METRICS].writes_rejected.labels("system_alerts", exc.code).inc()
-        raise
-    records = [webhook.to_record(a) for a in notification.alerts]
-    resolved = sum(r.signal == "resolved" for r in records)
-    bridge.metrics.alerts.labels("firing").inc(len(records) - resolved)
-    bridge.metrics.alerts.labels("resolved").inc(resolved)
-
-    def receipt(received: alerts.Received) -> WebhookReceipt:
-        outcome = received.outcome
-        opened = sum(c.inserted for c in outcome.changed)
-        return WebhookReceipt(
-            len(records), opened, len(outcome.changed) - opened, outcome.duplicates,
-            received.beats, received.ours,
-        )  # fmt: skip
-
-    try:
-        found = await alerts.receive(
-            request.app, records, key, lambda o: idempotency.render(200, receipt(o))
-        )
-    except StorageUnavailable:
-        bridge.metrics.notifications_rejected.labels("storage_unavailable").inc()
-        raise
-    if isinstance(found, Duplicate):
-        assert key is not None
-        return await idempotency.replayed(request, key)
-    return json_response(receipt(found))
-
-
-def _parse_notification(request: web.Request, body: bytes) -> webhook.WireNotification:
-    # the payload's own checks below are column-wise: this route is the bulk path
-    notification = decode_json(body, webhook.decoder, check=False)
-    problems = webhook.problems(notification)
-    if problems:
-        request.app[BRIDGE].metrics.alerts_rejected.inc(len(notification.alerts))
-        details = [Detail(path, message) for path, message in problems[:20]]
-        raise ApiError(400, "invalid_body", "the body holds values that cannot be stored", details)
-    return notification
 
 
 async def create_alert(request: web.Request) -> web.Response:
@@ -486,10 +269,6 @@ def setup(app: web.Application) -> None:
     api, tags = app[API], ("alerts",)
     conflict = {404: "no such alert", 409: "the alert is resolved"}
     for route in (
-        Route("POST", "/api/v1/alertmanager", receive_webhook,
-              "Alertmanager webhook (payload version 4)", "write", body=webhook.Notification,
-              response=WebhookReceipt, tags=tags, responses={413: "body too large"},
-              idempotent=True),
         Route("GET", "/api/v1/alerts", list_alerts, "List alerts", "read", query=AlertQuery,
               response=Page[Alert], tags=tags),
         Route("POST", "/api/v1/alerts", create_alert, "Create an alert", "write", body=NewAlert,

@@ -19,6 +19,7 @@ from exporter.features import quality as quality_feature
 from exporter.features import stream as stream_feature
 from exporter.features.core import SELF_METRICS
 from exporter.web import (
+    alertmanager,
     alerts,
     auth,
     health,
@@ -98,6 +99,7 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
     app.router.add_get("/api/v1/openapi.json", openapi)
     for routes in (
         health,
+        alertmanager,
         alerts,
         maintenance,
         heartbeats,

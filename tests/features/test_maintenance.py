@@ -13,7 +13,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from exporter.domain import maintenance as rules
-from exporter.storage.alerts import WINDOWS_IN_FORCE
+from exporter.storage.maintenance import WINDOWS_IN_FORCE
 from tests.conftest import MakeClient, eventually
 from tests.support.alertmanager import alertmanagers, get, route_config, silence
 from tests.support.metrics import samples_by_name
