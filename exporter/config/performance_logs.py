@@ -48,6 +48,13 @@ class Retention(Section, frozen=True):
     quality_indicators: Duration = msgspec.field(default_factory=lambda: Duration(90 * 86400))
     resolved_alerts: Duration = msgspec.field(default_factory=lambda: Duration(180 * 86400))
     performance_logs: Duration = msgspec.field(default_factory=lambda: Duration(14 * 86400))
+    #: hourly rollups of performance logs (counts, sums, latency sketches: what the summary,
+    #: the histogram and the dashboards read), kept long after the raw records
+    performance_log_rollups: Duration = msgspec.field(default_factory=lambda: Duration(400 * 86400))
+    #: per-minute rollups; older windows are summarised in whole hours
+    performance_log_minute_rollups: Duration = msgspec.field(
+        default_factory=lambda: Duration(35 * 86400)
+    )
     interval: Duration = msgspec.field(default_factory=lambda: Duration(3600))
     #: how long the outcome of a write sent with an Idempotency-Key is kept (at least 24h)
     idempotency_keys: Duration = msgspec.field(default_factory=lambda: Duration(86400))

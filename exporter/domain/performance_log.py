@@ -259,6 +259,34 @@ def details_text(record: PerformanceLogIn) -> str | None:
     return raw.decode()
 
 
+def _floor(at: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return at - (at - epoch) % step
+
+
+def summary_window(
+    since: datetime,
+    until: datetime,
+    *,
+    now: datetime,
+    raw_retention: timedelta,
+    minute_retention: timedelta,
+) -> tuple[datetime, datetime]:
+    """The window a summary can answer exactly: [since, until) itself while the raw records
+    of its partial minutes and the minute rollups of its partial hours are kept, else widened
+    to whole minutes (raw records gone) or whole hours (minute rollups gone)."""
+    minute, hour = timedelta(minutes=1), timedelta(hours=1)
+
+    def widen(at: datetime, up: bool) -> datetime:
+        for step, kept in ((minute, raw_retention), (hour, minute_retention)):
+            if at < now - kept:
+                floor = _floor(at, step)
+                at = floor + step if up and floor != at else floor
+        return at
+
+    return widen(since, False), widen(until, True)
+
+
 def bucket_index(seconds: float) -> int:
     """The index of the first bucket whose upper bound holds ``seconds`` (len = +Inf)."""
     return bisect_left(DURATION_BUCKETS, seconds)

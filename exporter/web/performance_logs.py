@@ -16,7 +16,6 @@ from exporter.config import Config
 from exporter.domain.limits import Text, Timestamp
 from exporter.domain.performance_log import (
     Committed,
-    OperationSummary,
     PerformanceLog,
     PerformanceLogIn,
     Status,
@@ -334,7 +333,8 @@ async def get_logs(request: web.Request) -> web.Response:
 
 
 async def get_summary(request: web.Request) -> web.Response:
-    """p50/p95/p99 duration and error rate per operation over a window (default: last hour)."""
+    """p50/p95/p99 duration and error rate per operation over a window (default: last hour),
+    from the rollups: counts exact, percentiles within 1 % of the exact ones."""
     q = parse_query(request, SummaryQuery)
     until = q.until or datetime.now(UTC)
     since = q.since or until - timedelta(hours=1)
@@ -342,18 +342,9 @@ async def get_summary(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid_query", "the window is empty", [Detail("since", "must be before until")]
         )
-    filters = {
-        "operation_type": q.operation_type,
-        "operation_name": q.operation_name,
-        "user_id": q.user_id,
-        "since": since,
-        "until": until,
-    }
-    rows = await queries.summarise(request.app[DATABASE], filters, q.limit)
-    items = [
-        OperationSummary(**dict(r.items()), error_rate=(r["errors"] + r["timeouts"]) / r["count"])
-        for r in rows
-    ]
+    since, until, items = await performance_logs.summary(
+        request.app, since, until, q.operation_type, q.operation_name, q.user_id, q.limit
+    )
     return json_response(Summary(since, until, items))
 
 
