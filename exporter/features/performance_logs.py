@@ -144,7 +144,7 @@ def _estimated(m: rollups.Merged) -> OperationSummary:
 
 
 async def _read_histogram(app: web.Application) -> None:
-    app[HISTOGRAM].load(await queries.histogram(app[DATABASE]))
+    app[HISTOGRAM].load(*await queries.histogram(app[DATABASE]))
 
 
 async def _retention(app: web.Application, run: Run) -> None:

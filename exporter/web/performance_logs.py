@@ -30,7 +30,7 @@ from exporter.storage import StorageUnavailable
 from exporter.storage import performance_log_queries as queries
 from exporter.storage import performance_logs as store
 from exporter.storage.group_commit import QueueFull, Rejected, TooLarge
-from exporter.storage.idempotency import Duplicate
+from exporter.storage.idempotency import Duplicate, IdempotencyKey
 from exporter.web import idempotency
 from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail, Handler
@@ -273,10 +273,25 @@ async def post_logs(request: web.Request) -> web.Response:
         rejected.labels(TABLE, "invalid" if exc.status == 400 else "too_large").inc()
         raise
     committed = Committed(len(rows))
+    done = await commit(request, rows, len(body), key, idempotency.render(200, committed))
+    if isinstance(done, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(committed)
+
+
+async def commit(
+    request: web.Request,
+    rows: store.Rows,
+    body_bytes: int,
+    key: IdempotencyKey | None,
+    response: tuple[int, bytes],
+) -> Duplicate | None:
+    """Hand the records to the shared writer and wait for their commit; what can go wrong
+    there as API errors (503 overloaded or unavailable, 413, 400 refused by the database)."""
+    rejected = request.app[SELF_METRICS].writes_rejected
     try:
-        done = await performance_logs.ingest(
-            request.app, rows, len(body), key, idempotency.render(200, committed)
-        )
+        return await performance_logs.ingest(request.app, rows, body_bytes, key, response)
     except QueueFull:
         rejected.labels(TABLE, "overloaded").inc(len(rows))
         raise ApiError(
@@ -301,10 +316,6 @@ async def post_logs(request: web.Request) -> web.Response:
     except StorageUnavailable:
         rejected.labels(TABLE, "unavailable").inc(len(rows))
         raise
-    if isinstance(done, Duplicate):
-        assert key is not None
-        return await idempotency.replayed(request, key)
-    return json_response(committed)
 
 
 def _log(row: Mapping[str, Any]) -> PerformanceLog:
