@@ -20,13 +20,13 @@ WRITER_FUNCTIONS = {
     # rollups past their (clamped) retention
     "prune_performance_rollups",
 }
-# Read-only helpers of the performance-log rollups (migration 9): plain SQL with the caller's
-# rights (no SECURITY DEFINER), so calling them grants nothing the caller's SELECTs do not.
+# Read-only helpers of the performance-log rollups (migration 9): the caller's rights (no
+# SECURITY DEFINER, no settings), so calling them grants nothing the caller's SELECTs do not.
 READ_FUNCTIONS = {
     "performance_sketch_key",
     "performance_sketch_value",
     "performance_sketch_merge",
-    "performance_sketch_quantile",
+    "performance_sketch_quantiles",
     "performance_histogram_bucket",
     "performance_floor",
     "performance_ceil",
@@ -314,8 +314,7 @@ async def test_the_writer_may_call_only_the_retention_functions_and_each_pins_se
     db: asyncpg.Connection,
 ) -> None:
     functions = await db.fetch(
-        "SELECT p.proname, p.prosecdef, p.proconfig, p.provolatile, p.prolang = "
-        " (SELECT oid FROM pg_language WHERE lanname = 'sql') AS is_sql,"
+        "SELECT p.proname, p.prosecdef, p.proconfig, p.provolatile,"
         " p.prorettype = 'trigger'::regtype AS trigger,"
         " has_function_privilege('monitoring_writer', p.oid, 'EXECUTE') AS writer,"
         " has_function_privilege('monitoring_reader', p.oid, 'EXECUTE') AS reader"
@@ -328,7 +327,8 @@ async def test_the_writer_may_call_only_the_retention_functions_and_each_pins_se
     assert callable_by_reader == READ_FUNCTIONS
     for f in functions:
         if f["proname"] in READ_FUNCTIONS:
-            assert f["is_sql"] and not f["prosecdef"] and f["provolatile"] in (b"i", b"s"), f
+            assert not f["prosecdef"] and not f["proconfig"], f
+            assert f["provolatile"] in (b"i", b"s"), f  # they read, never write
     for f in functions:
         if f["prosecdef"]:
             assert "search_path=pg_catalog, pg_temp" in (f["proconfig"] or []), f["proname"]

@@ -44,7 +44,7 @@ TABLES = {
 ROLLUP_READS = {
     "performance_rollups",
     "performance_summary",
-    "performance_sketch_quantile",
+    "performance_sketch_quantiles",
 }
 # Columns of the two alert tables that the alerts dashboard reads.
 ALERT_COLUMNS = {

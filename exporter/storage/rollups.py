@@ -36,6 +36,13 @@ WITH rolled AS MATERIALIZED (
       AND ($3::text IS NULL OR operation_type = $3)
       AND ($4::text IS NULL OR coalesce(operation_name, '') = $4)
     GROUP BY 1, 2, 3, 4
+), ops AS MATERIALIZED (
+    -- a number per operation: grouping a day's buckets by it, not by two texts, saves a third
+    SELECT operation_type, operation_name,
+           row_number() OVER (ORDER BY operation_type, operation_name)::integer AS op
+    FROM (SELECT operation_type, operation_name FROM rolled
+          UNION
+          SELECT operation_type, operation_name FROM raw) AS x
 ), totals AS (
     SELECT operation_type, operation_name, sum(n)::bigint AS count,
            coalesce(sum(n) FILTER (WHERE status = 'error'), 0)::bigint AS errors,
@@ -48,19 +55,22 @@ WITH rolled AS MATERIALIZED (
     ORDER BY count DESC, operation_type, operation_name
     LIMIT $5
 ), buckets AS (
-    SELECT operation_type, operation_name, k, sum(c)::bigint AS c
-    FROM (SELECT r.operation_type, r.operation_name, u.k, u.c
-          FROM rolled AS r, unnest(r.keys, r.counts) AS u(k, c)
+    SELECT op, k, sum(c)::bigint AS c
+    -- unnest in the select list (ProjectSet) streams; in FROM it would fill a tuplestore per
+    -- row, a fifth of the summary's time over a day
+    FROM (SELECT o.op, unnest(r.keys) AS k, unnest(r.counts) AS c
+          FROM rolled AS r JOIN ops AS o USING (operation_type, operation_name)
           UNION ALL
-          SELECT operation_type, operation_name, k, n FROM raw) AS y
-    GROUP BY 1, 2, 3
+          SELECT o.op, w.k, w.n FROM raw AS w JOIN ops AS o USING (operation_type, operation_name)
+         ) AS y
+    GROUP BY 1, 2
 )
 SELECT t.operation_type, t.operation_name, t.count, t.errors, t.timeouts, t.sum_ms, t.min_ms,
        t.max_ms, s.keys, s.counts
 FROM totals AS t
-JOIN (SELECT operation_type, operation_name, array_agg(k ORDER BY k) AS keys,
-             array_agg(c ORDER BY k) AS counts
-      FROM buckets GROUP BY 1, 2) AS s USING (operation_type, operation_name)
+JOIN ops AS o USING (operation_type, operation_name)
+JOIN (SELECT op, array_agg(k ORDER BY k) AS keys, array_agg(c ORDER BY k) AS counts
+      FROM buckets GROUP BY 1) AS s USING (op)
 ORDER BY t.count DESC, t.operation_type, t.operation_name
 """
 

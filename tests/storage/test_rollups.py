@@ -186,3 +186,19 @@ async def test_rollups_outlive_the_raw_rows_and_are_pruned_no_sooner_than_the_po
             await conn.execute("DELETE FROM monitoring.performance_log_rollups_hour")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("UPDATE monitoring.performance_log_rollups_minute SET n = 5")
+
+
+async def test_postgres_quantiles_are_the_python_ones(db: asyncpg.Connection) -> None:
+    rnd = random.Random(5)
+    for size in (1, 2, 7, 100, 5000):
+        sketch = Sketch.of(
+            [0.0 if rnd.random() < 0.05 else rnd.lognormvariate(2, 2) for _ in range(size)]
+        )
+        keys, counts = sketch.arrays()
+        qs = [0.0, 0.5, 0.95, 0.99, 1.0, rnd.random()]
+        found = await db.fetchval(
+            "SELECT monitoring.performance_sketch_quantiles($1, $2, $3, $4, $5)",
+            keys, counts, qs, sketch.min, sketch.max,
+        )  # fmt: skip
+        for got, want in zip(found, sketch.quantiles(qs), strict=True):
+            assert got == pytest.approx(want, rel=1e-12), (size, qs)

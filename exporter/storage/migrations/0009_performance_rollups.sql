@@ -33,27 +33,63 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
           GROUP BY k) AS m
 $$;
 
--- The q-quantile of a merged sketch the way percentile_cont defines it (interpolating between
--- the ranks around q * (n - 1)), each rank's value clamped to the exact [lo, hi]: within 1 %
--- of percentile_cont over the raw rows.
-CREATE FUNCTION __SCHEMA__.performance_sketch_quantile(
-    keys integer[], counts bigint[], q double precision, lo double precision,
+-- The qs-quantiles of a merged sketch the way percentile_cont defines them (interpolating
+-- between the ranks around q * (n - 1)), each rank's value clamped to the exact [lo, hi]: each
+-- within 1 % of percentile_cont over the raw rows (exporter/domain/sketch.py, the same rule).
+-- One walk over the buckets for every q: a loop here costs a tenth of a set-based query.
+CREATE FUNCTION __SCHEMA__.performance_sketch_quantiles(
+    keys integer[], counts bigint[], qs double precision[], lo double precision,
     hi double precision)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    WITH b AS (
-        SELECT k, sum(c) OVER (ORDER BY k) AS upto FROM unnest(keys, counts) AS u(k, c)
-    ), pos AS (
-        SELECT q * (max(upto) - 1)::float8 AS p FROM b
-    ), ranks AS (
-        SELECT p,
-               (SELECT least(greatest(__SCHEMA__.performance_sketch_value(b.k), lo), hi)
-                FROM b WHERE b.upto > floor(p) ORDER BY b.k LIMIT 1) AS v_lo,
-               (SELECT least(greatest(__SCHEMA__.performance_sketch_value(b.k), lo), hi)
-                FROM b WHERE b.upto > ceil(p) ORDER BY b.k LIMIT 1) AS v_hi
-        FROM pos
-    )
-    SELECT v_lo + (p - floor(p)) * (coalesce(v_hi, v_lo) - v_lo) FROM ranks
+RETURNS double precision[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    n bigint := 0;
+    c bigint;
+    ranks bigint[];
+    values_at double precision[];
+    wanted integer;
+    seen bigint := 0;
+    i integer;
+    j integer;
+    p double precision;
+    v double precision;
+    out double precision[];
+BEGIN
+    IF keys IS NULL OR qs IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOREACH c IN ARRAY counts LOOP
+        n := n + c;
+    END LOOP;
+    IF n = 0 THEN
+        RETURN NULL;
+    END IF;
+    -- the ranks wanted: floor and ceil of each position, ascending
+    SELECT array_agg(DISTINCT r ORDER BY r) INTO ranks
+    FROM unnest(qs) AS q, LATERAL (VALUES (floor(q * (n - 1))::bigint),
+                                          (least(floor(q * (n - 1))::bigint + 1, n - 1))) AS x(r);
+    values_at := array_fill(NULL::float8, ARRAY[cardinality(ranks)]);
+    wanted := 1;
+    FOR i IN 1 .. cardinality(keys) LOOP
+        seen := seen + counts[i];
+        WHILE wanted <= cardinality(ranks) AND ranks[wanted] < seen LOOP
+            v := CASE WHEN keys[i] = -2147483648 THEN 0::float8
+                      ELSE 2 * exp(keys[i] * 0.020000666706669435::float8)
+                           / (1.01::float8 / 0.99::float8 + 1) END;
+            values_at[wanted] := least(greatest(v, lo), hi);
+            wanted := wanted + 1;
+        END LOOP;
+        EXIT WHEN wanted > cardinality(ranks);
+    END LOOP;
+    out := '{}';
+    FOREACH p IN ARRAY qs LOOP
+        p := p * (n - 1);
+        i := array_position(ranks, floor(p)::bigint);
+        j := array_position(ranks, least(floor(p)::bigint + 1, n - 1));
+        out := out || (values_at[i] + (p - floor(p)) * (values_at[j] - values_at[i]));
+    END LOOP;
+    RETURN out;
+END
 $$;
 
 -- The bucket of monitoring_operation_duration_seconds (the bounds of
@@ -143,31 +179,32 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 
 -- Per operation over the whole minutes of [since, until): counts by status, sum, extremes and
--- the merged sketch (for performance_sketch_quantile). What Grafana's panels read.
+-- the merged sketch (for performance_sketch_quantiles). What Grafana's panels read.
 CREATE FUNCTION __SCHEMA__.performance_summary(since timestamptz, until timestamptz)
 RETURNS TABLE (operation_type text, operation_name text, n bigint, errors bigint,
                timeouts bigint, sum_ms double precision, min_ms double precision,
                max_ms double precision, keys integer[], counts bigint[])
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     WITH r AS MATERIALIZED (
-        SELECT * FROM __SCHEMA__.performance_rollups(since, until)
+        -- a number per operation: grouping the buckets by it, not by two texts, is faster
+        SELECT dense_rank() OVER (ORDER BY p.operation_type, p.operation_name)::integer AS op,
+               p.*
+        FROM __SCHEMA__.performance_rollups(since, until) AS p
     ), b AS (
-        SELECT r.operation_type, r.operation_name, u.k, sum(u.c)::bigint AS c
-        FROM r, unnest(r.keys, r.counts) AS u(k, c)
-        GROUP BY 1, 2, 3
-    ), s AS (
-        SELECT b.operation_type, b.operation_name, array_agg(b.k ORDER BY b.k) AS keys,
-               array_agg(b.c ORDER BY b.k) AS counts
-        FROM b GROUP BY 1, 2
+        -- unnest in the select list streams (in FROM it fills a tuplestore per row)
+        SELECT u.op, u.k, sum(u.c)::bigint AS c
+        FROM (SELECT r.op, unnest(r.keys) AS k, unnest(r.counts) AS c FROM r) AS u
+        GROUP BY 1, 2
     )
     SELECT t.operation_type, t.operation_name, t.n, t.errors, t.timeouts, t.sum_ms, t.min_ms,
            t.max_ms, s.keys, s.counts
-    FROM (SELECT r.operation_type, r.operation_name, sum(r.n)::bigint AS n,
+    FROM (SELECT r.op, r.operation_type, r.operation_name, sum(r.n)::bigint AS n,
                  coalesce(sum(r.n) FILTER (WHERE r.status = 'error'), 0)::bigint AS errors,
                  coalesce(sum(r.n) FILTER (WHERE r.status = 'timeout'), 0)::bigint AS timeouts,
                  sum(r.sum_ms) AS sum_ms, min(r.min_ms) AS min_ms, max(r.max_ms) AS max_ms
-          FROM r GROUP BY 1, 2) AS t
-    JOIN s USING (operation_type, operation_name)
+          FROM r GROUP BY 1, 2, 3) AS t
+    JOIN (SELECT b.op, array_agg(b.k ORDER BY b.k) AS keys, array_agg(b.c ORDER BY b.k) AS counts
+          FROM b GROUP BY 1) AS s USING (op)
 $$;
 
 -- ---------------------------------------------------------------- kept by the ingest
@@ -339,8 +376,8 @@ GRANT EXECUTE ON FUNCTION
     __SCHEMA__.performance_sketch_key(double precision),
     __SCHEMA__.performance_sketch_value(integer),
     __SCHEMA__.performance_sketch_merge(integer[], bigint[], integer[], bigint[]),
-    __SCHEMA__.performance_sketch_quantile(integer[], bigint[], double precision,
-                                           double precision, double precision),
+    __SCHEMA__.performance_sketch_quantiles(integer[], bigint[], double precision[],
+                                            double precision, double precision),
     __SCHEMA__.performance_histogram_bucket(double precision),
     __SCHEMA__.performance_floor(timestamptz, integer),
     __SCHEMA__.performance_ceil(timestamptz, integer),
