@@ -68,7 +68,7 @@ async def test_buckets_carry_the_latest_trace_id_on_every_replica(
 
     await eventually(marked, timeout=5)
     text = await openmetrics(one)
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
     buckets = {
         s.labels["le"]: s.exemplar
         for s in families[FAMILY].samples
