@@ -20,6 +20,7 @@ from exporter.web import (
     auth,
     health,
     metrics,
+    otlp,
     performance_logs,
     probes,
     quality,
@@ -88,6 +89,6 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
     probes.setup(app)
     metrics.setup(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
-    for routes in (health, alerts, performance_logs, quality, stream, selftest):
+    for routes in (health, alerts, performance_logs, otlp, quality, stream, selftest):
         routes.setup(app)
     return app
