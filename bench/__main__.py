@@ -24,11 +24,14 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def available() -> list[str]:
-    """Names of the benchmark modules."""
+    """Names of the benchmark modules a bare ``python -m bench`` runs (modules with
+    ``OPT_IN = True``, such as the 10-million-row one, run only when named)."""
     return sorted(
         m.name
         for m in pkgutil.iter_modules(bench.__path__)
-        if m.name not in ("harness",) and not m.name.startswith("_")
+        if m.name not in ("harness",)
+        and not m.name.startswith("_")
+        and not getattr(importlib.import_module(f"bench.{m.name}"), "OPT_IN", False)
     )
 
 

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from exporter.config import Config, parse_config
 from exporter.features.core import LIFECYCLE
@@ -151,12 +152,12 @@ async def eventually(
 
 
 @pytest.fixture
-async def make_client(writer_url: str) -> AsyncIterator[MakeClient]:
-    """Start the real app on a real port; by default wait until /readyz says 200.
+async def make_client(writer_url: str, aiohttp_client: AiohttpClient) -> MakeClient:
+    """Start the real app on a real port (pytest-aiohttp's ``aiohttp_client``, which also
+    stops it); by default wait until /readyz says 200.
 
     The app logs in as the writer-only login unless a test passes its own ``dsn``.
     """
-    clients: list[TestClient[Any, Any]] = []
 
     async def make(
         config: dict[str, Any] | Config | None = None,
@@ -166,10 +167,8 @@ async def make_client(writer_url: str) -> AsyncIterator[MakeClient]:
     ) -> TestClient[Any, Any]:
         cfg = config if isinstance(config, Config) else make_config(config)
         app = create_app(cfg, dsn=dsn or writer_url)
-        client: TestClient[Any, Any] = TestClient(TestServer(app))
-        await client.start_server()
+        client: TestClient[Any, Any] = await aiohttp_client(app)
         app[LIFECYCLE].serving.set()
-        clients.append(client)
         if wait_ready:
 
             async def ready() -> bool:
@@ -179,9 +178,7 @@ async def make_client(writer_url: str) -> AsyncIterator[MakeClient]:
             await eventually(ready)
         return client
 
-    yield make
-    for client in reversed(clients):
-        await client.close()
+    return make
 
 
 @pytest.fixture

@@ -17,6 +17,21 @@ WRITER_FUNCTIONS = {
     "ensure_performance_log_partitions",
     # idempotency keys older than a day (or past the bound) and long-expired series only
     "prune_replica_state",
+    # rollups past their (clamped) retention
+    "prune_performance_rollups",
+}
+# Read-only helpers of the performance-log rollups (migration 9): the caller's rights (no
+# SECURITY DEFINER, no settings), so calling them grants nothing the caller's SELECTs do not.
+READ_FUNCTIONS = {
+    "performance_sketch_key",
+    "performance_sketch_value",
+    "performance_sketch_merge",
+    "performance_sketch_quantiles",
+    "performance_histogram_bucket",
+    "performance_floor",
+    "performance_ceil",
+    "performance_rollups",
+    "performance_summary",
 }
 TABLES_AND_PARTITIONS = """
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,
@@ -299,15 +314,21 @@ async def test_the_writer_may_call_only_the_retention_functions_and_each_pins_se
     db: asyncpg.Connection,
 ) -> None:
     functions = await db.fetch(
-        "SELECT p.proname, p.prosecdef, p.proconfig, p.prorettype = 'trigger'::regtype AS trigger,"
+        "SELECT p.proname, p.prosecdef, p.proconfig, p.provolatile,"
+        " p.prorettype = 'trigger'::regtype AS trigger,"
         " has_function_privilege('monitoring_writer', p.oid, 'EXECUTE') AS writer,"
         " has_function_privilege('monitoring_reader', p.oid, 'EXECUTE') AS reader"
         " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
         " WHERE n.nspname = 'monitoring'"
     )
     callable_by_writer = {f["proname"] for f in functions if f["writer"] and not f["trigger"]}
-    assert callable_by_writer == WRITER_FUNCTIONS
-    assert not [f["proname"] for f in functions if f["reader"] and not f["trigger"]]
+    assert callable_by_writer == WRITER_FUNCTIONS | READ_FUNCTIONS
+    callable_by_reader = {f["proname"] for f in functions if f["reader"] and not f["trigger"]}
+    assert callable_by_reader == READ_FUNCTIONS
+    for f in functions:
+        if f["proname"] in READ_FUNCTIONS:
+            assert not f["prosecdef"] and not f["proconfig"], f
+            assert f["provolatile"] in (b"i", b"s"), f  # they read, never write
     for f in functions:
         if f["prosecdef"]:
             assert "search_path=pg_catalog, pg_temp" in (f["proconfig"] or []), f["proname"]
@@ -321,7 +342,7 @@ async def test_the_reader_stays_select_only(db: asyncpg.Connection, reader: str)
     conn = await asyncpg.connect(reader)
     try:
         assert await conn.fetchval("SELECT count(*) FROM monitoring.system_health_metrics") == 1
-        assert await conn.fetchval("SELECT count(*) FROM monitoring.retention_policy") == 4
+        assert await conn.fetchval("SELECT count(*) FROM monitoring.retention_policy") == 6
         tables = await db.fetch(
             "SELECT c.relname, a.attname FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -329,8 +350,8 @@ async def test_the_reader_stays_select_only(db: asyncpg.Connection, reader: str)
             " WHERE n.nspname = 'monitoring' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
         )
         # the six of the contract, counts, the retention policy, migration 6's state, and
-        # migration 8's maintenance windows and heartbeats
-        assert len(tables) == 17
+        # migration 8's maintenance windows and heartbeats, migration 9's rollups
+        assert len(tables) == 19
         for table, column in tables:
             for statement in (
                 f"INSERT INTO monitoring.{table} DEFAULT VALUES",

@@ -148,7 +148,10 @@ async def test_migrate_stores_the_configured_retention_as_the_policy(
     db: asyncpg.Connection,
     write_config: Callable[[dict[str, Any]], Path],
 ) -> None:
-    config = write_config({"retention": {"health_metrics": "7d", "performance_logs": "36h"}})
+    config = write_config(
+        {"retention": {"health_metrics": "7d", "performance_logs": "36h",
+                       "performance_log_rollups": "90d"}}
+    )  # fmt: skip
     result = await run_cli("migrate", "--config", str(config), "--database-url", database_url)
     assert result.returncode == 0, result.stderr
     policy = dict(await db.fetch("SELECT name, keep FROM monitoring.retention_policy"))
@@ -157,6 +160,8 @@ async def test_migrate_stores_the_configured_retention_as_the_policy(
         "quality_indicators": timedelta(days=90),
         "resolved_alerts": timedelta(days=180),
         "performance_logs": timedelta(hours=36),
+        "performance_log_rollups": timedelta(days=90),
+        "performance_log_minute_rollups": timedelta(days=35),
     }
 
 

@@ -27,7 +27,7 @@ async def test_openapi_is_valid_and_complete(make_client: MakeClient) -> None:
         (route.method.lower(), route.resource.canonical)
         for route in client.app.router.routes()
         if route.resource is not None
-        and route.resource.canonical.startswith("/api/v1/")
+        and route.resource.canonical.startswith(("/api/v1/", "/v1/traces"))
         and route.method != "HEAD"
         and route.resource.canonical != "/api/v1/openapi.json"
     }

@@ -24,6 +24,10 @@ class PerformanceLogs(Section, frozen=True):
     # counted under operation_type="other"
     max_histogram_series: int = 500
     self_instrument: bool = False
+    #: OTLP (POST /v1/traces): characters kept of one string attribute value
+    otlp_max_attribute_length: int = 1024
+    #: OTLP: attributes kept per span (the rest are dropped and counted)
+    otlp_max_attributes: int = 128
 
     def __post_init__(self) -> None:
         for name in (
@@ -32,9 +36,12 @@ class PerformanceLogs(Section, frozen=True):
             "queue_max_bytes",
             "max_records_per_request",
             "max_concurrent_batches",
+            "otlp_max_attributes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1")
+        if self.otlp_max_attribute_length < 16:
+            raise ValueError("otlp_max_attribute_length: must be at least 16")
         if self.max_histogram_series < 4:
             raise ValueError("max_histogram_series: must be at least 4")
         if self.queue_max_rows < self.batch_max_rows:
@@ -48,6 +55,13 @@ class Retention(Section, frozen=True):
     quality_indicators: Duration = msgspec.field(default_factory=lambda: Duration(90 * 86400))
     resolved_alerts: Duration = msgspec.field(default_factory=lambda: Duration(180 * 86400))
     performance_logs: Duration = msgspec.field(default_factory=lambda: Duration(14 * 86400))
+    #: hourly rollups of performance logs (counts, sums, latency sketches: what the summary,
+    #: the histogram and the dashboards read), kept long after the raw records
+    performance_log_rollups: Duration = msgspec.field(default_factory=lambda: Duration(400 * 86400))
+    #: per-minute rollups; older windows are summarised in whole hours
+    performance_log_minute_rollups: Duration = msgspec.field(
+        default_factory=lambda: Duration(35 * 86400)
+    )
     interval: Duration = msgspec.field(default_factory=lambda: Duration(3600))
     #: how long the outcome of a write sent with an Idempotency-Key is kept (at least 24h)
     idempotency_keys: Duration = msgspec.field(default_factory=lambda: Duration(86400))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -259,6 +259,34 @@ def details_text(record: PerformanceLogIn) -> str | None:
     return raw.decode()
 
 
+def _floor(at: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return at - (at - epoch) % step
+
+
+def summary_window(
+    since: datetime,
+    until: datetime,
+    *,
+    now: datetime,
+    raw_retention: timedelta,
+    minute_retention: timedelta,
+) -> tuple[datetime, datetime]:
+    """The window a summary can answer exactly: [since, until) itself while the raw records
+    of its partial minutes and the minute rollups of its partial hours are kept, else widened
+    to whole minutes (raw records gone) or whole hours (minute rollups gone)."""
+    minute, hour = timedelta(minutes=1), timedelta(hours=1)
+
+    def widen(at: datetime, up: bool) -> datetime:
+        for step, kept in ((minute, raw_retention), (hour, minute_retention)):
+            if at < now - kept:
+                floor = _floor(at, step)
+                at = floor + step if up and floor != at else floor
+        return at
+
+    return widen(since, False), widen(until, True)
+
+
 def bucket_index(seconds: float) -> int:
     """The index of the first bucket whose upper bound holds ``seconds`` (len = +Inf)."""
     return bisect_left(DURATION_BUCKETS, seconds)
@@ -270,6 +298,18 @@ def as_utc(at: datetime) -> datetime:
 
 
 OTHER = "other"
+#: longest trace id exported as an exemplar (OpenMetrics allows 128 characters of labels)
+MAX_TRACE_ID = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TraceExemplar:
+    """A recent record of a histogram bucket that names its trace (``trace_id`` in its
+    request details): Grafana jumps from a latency spike to that trace."""
+
+    trace_id: str
+    seconds: float
+    at: datetime
 
 
 class DurationHistogram:
@@ -283,6 +323,8 @@ class DurationHistogram:
         self.max_series = max_series
         # per label set: one count per bucket (last one is +Inf, not cumulative), then the sum
         self.series: dict[tuple[str, str], list[float]] = {}
+        # per label set: the latest exemplar of each bucket
+        self.exemplars: dict[tuple[str, str], list[TraceExemplar | None]] = {}
         self._width = len(DURATION_BUCKETS) + 1
 
     def observe_many(
@@ -304,14 +346,21 @@ class DurationHistogram:
             counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
             counts[width] += seconds
 
-    def load(self, rows: Iterable[tuple[str, str, int, float, float]]) -> None:
-        """Replace the counts with stored ones: (type, status, bucket, count, seconds) rows.
+    def load(
+        self,
+        rows: Iterable[tuple[str, str, int, float, float]],
+        exemplars: Mapping[tuple[str, str, int], TraceExemplar] | None = None,
+    ) -> None:
+        """Replace the counts with stored ones: (type, status, bucket, count, seconds) rows,
+        and the latest exemplar of each (type, status, bucket) that has one.
 
         Past ``max_series`` label sets, the remaining operation types (in name order) are
         counted as ``other``, the same on every replica.
         """
         width = self._width
         series: dict[tuple[str, str], list[float]] = {}
+        latest: dict[tuple[str, str], list[TraceExemplar | None]] = {}
+        exemplars = exemplars or {}
         for op, status, bucket, count, seconds in sorted(rows):
             key = (op, status)
             counts = series.get(key)
@@ -321,9 +370,17 @@ class DurationHistogram:
                 counts = series.get(key)
                 if counts is None:
                     counts = series[key] = [0.0] * (width + 1)
-            counts[min(bucket, width - 1)] += count
+                    latest[key] = [None] * width
+            index = min(bucket, width - 1)
+            counts[index] += count
             counts[width] += seconds
+            found = exemplars.get((op, status, bucket))
+            if found is not None and 0 < len(found.trace_id) <= MAX_TRACE_ID:
+                held = latest[key][index]
+                if held is None or found.at > held.at:
+                    latest[key][index] = found
         self.series = series
+        self.exemplars = latest
 
     def snapshot(self) -> list[tuple[str, str, list[float], float]]:
         """(operation_type, status, cumulative bucket counts incl. +Inf, sum) per label set."""

@@ -1,9 +1,10 @@
-"""The performance-log collector: the duration histogram and the write queue."""
+"""The performance-log collector: the duration histogram (with a trace id per bucket as its
+OpenMetrics exemplar) and the write queue."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -11,6 +12,7 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.samples import Exemplar
 
 from exporter.domain.performance_log import DURATION_BUCKETS, DurationHistogram
 
@@ -39,8 +41,19 @@ class PerformanceLogCollector:
             labels=["operation_type", "status"],
         )
         bounds = [str(b) for b in DURATION_BUCKETS] + ["+Inf"]
+        exemplars = self.histogram.exemplars
         for op, status, cumulative, total in self.histogram.snapshot():
-            family.add_metric([op, status], list(zip(bounds, cumulative, strict=True)), total)
+            buckets: list[Any] = []
+            marked = exemplars.get((op, status)) or [None] * len(bounds)
+            for bound, count, found in zip(bounds, cumulative, marked, strict=True):
+                if found is None:
+                    buckets.append((bound, count))
+                else:
+                    # OpenMetrics only (text 0.0.4 has no exemplars): the trace behind the bucket
+                    exemplar = Exemplar({"trace_id": found.trace_id}, found.seconds,
+                                        found.at.timestamp())  # fmt: skip
+                    buckets.append((bound, count, exemplar))
+            family.add_metric([op, status], buckets, total)
         yield family
         queue = GaugeMetricFamily(
             "monitoring_performance_log_queue",

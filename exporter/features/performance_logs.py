@@ -1,19 +1,24 @@
-"""Performance logs: the lossless ingest (group commit), the histogram, partitions and retention.
+"""Performance logs: the lossless ingest (group commit), the histogram, the summary from the
+rollups, partitions and retention.
 
-The path of a record: ``web.performance_logs`` (parse, validate into columns) → ``ingest``
-here (shared batches; the reply waits for its commit) → ``storage.performance_logs`` (one
-``INSERT … unnest`` per batch) → the histogram (``exposition.performance_logs``).
+The path of a record: ``web.performance_logs`` or ``web.otlp`` (parse, validate into columns)
+→ ``ingest`` here (shared batches; the reply waits for its commit) →
+``storage.performance_logs`` (one ``INSERT … unnest`` per batch, whose statement trigger keeps
+the rollups and the histogram) → the histogram (``exposition.performance_logs``) and the
+summary (``storage.rollups``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from exporter.config import Config
-from exporter.domain.performance_log import DurationHistogram
+from exporter.domain.performance_log import DurationHistogram, OperationSummary, summary_window
+from exporter.domain.sketch import Sketch
 from exporter.exposition.performance_logs import PerformanceLogCollector
 from exporter.features.core import (
     CONFIG,
@@ -24,7 +29,7 @@ from exporter.features.core import (
     SUPERVISOR,
 )
 from exporter.features.leader import Job, Run
-from exporter.storage import idempotency, retention
+from exporter.storage import idempotency, retention, rollups
 from exporter.storage import performance_log_queries as queries
 from exporter.storage import performance_logs as store
 from exporter.storage.group_commit import GroupCommit, Limits
@@ -75,14 +80,85 @@ def _limits(config: Config) -> Limits:
     )
 
 
+async def summary(
+    app: web.Application,
+    since: datetime,
+    until: datetime,
+    operation_type: str | None,
+    operation_name: str | None,
+    user_id: str | None,
+    limit: int,
+) -> tuple[datetime, datetime, list[OperationSummary]]:
+    """Per operation over [since, until): counts, error rate, mean, max and p50/p95/p99.
+
+    From the rollups, with p50/p95/p99 within 1 % of the exact percentile_cont; the window
+    comes back widened to whole minutes or hours where the raw records or minute rollups of
+    its edges have expired. With ``user_id`` (not a rollup dimension), exact over the raw
+    records, which costs a sort of every record in the window.
+    """
+    db = app[DATABASE]
+    if user_id is not None:
+        filters = {
+            "operation_type": operation_type,
+            "operation_name": operation_name,
+            "user_id": user_id,
+            "since": since,
+            "until": until,
+        }
+        rows = await queries.summarise(db, filters, limit)
+        return since, until, [_exact(r) for r in rows]
+    keep = app[CONFIG].retention
+    since, until = summary_window(
+        since,
+        until,
+        now=datetime.now(UTC),
+        raw_retention=timedelta(seconds=keep.performance_logs.seconds),
+        minute_retention=timedelta(seconds=keep.performance_log_minute_rollups.seconds),
+    )
+    merged = await rollups.summarise(db, since, until, operation_type, operation_name, limit)
+    return since, until, [_estimated(m) for m in merged]
+
+
+def _exact(r: Any) -> OperationSummary:
+    return OperationSummary(
+        **dict(r.items()), error_rate=(r["errors"] + r["timeouts"]) / r["count"]
+    )
+
+
+def _estimated(m: rollups.Merged) -> OperationSummary:
+    sketch = Sketch(dict(zip(m.keys, m.counts, strict=True)), m.count, m.sum_ms, m.min_ms, m.max_ms)
+    p50, p95, p99 = sketch.quantiles((0.5, 0.95, 0.99))
+    return OperationSummary(
+        operation_type=m.operation_type,
+        operation_name=m.operation_name,
+        count=m.count,
+        errors=m.errors,
+        timeouts=m.timeouts,
+        error_rate=(m.errors + m.timeouts) / m.count,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        avg_ms=m.sum_ms / m.count,
+        max_ms=m.max_ms,
+    )
+
+
 async def _read_histogram(app: web.Application) -> None:
-    app[HISTOGRAM].load(await queries.histogram(app[DATABASE]))
+    app[HISTOGRAM].load(*await queries.histogram(app[DATABASE]))
 
 
 async def _retention(app: web.Application, run: Run) -> None:
-    """Partitions ahead, expired partitions and rows gone (the leader, fenced)."""
+    """Partitions ahead, expired partitions, rows and rollups gone (the leader, fenced)."""
+    keep = app[CONFIG].retention
     async with run.commit() as conn:
-        await retention.run_pass(conn, app[DATABASE], app[CONFIG].retention)
+        await retention.run_pass(conn, app[DATABASE], keep)
+        await rollups.prune(
+            conn,
+            app[DATABASE],
+            datetime.now(UTC),
+            timedelta(seconds=keep.performance_log_minute_rollups.seconds),
+            timedelta(seconds=keep.performance_log_rollups.seconds),
+        )
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -130,4 +206,4 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(_writer_ctx)
 
 
-__all__ = ["HISTOGRAM", "WRITER", "ingest", "offer", "setup"]
+__all__ = ["HISTOGRAM", "WRITER", "ingest", "offer", "setup", "summary"]

@@ -207,6 +207,8 @@ async def store_retention_policy(
         "quality_indicators": retention.quality_indicators,
         "resolved_alerts": retention.resolved_alerts,
         "performance_logs": retention.performance_logs,
+        "performance_log_rollups": retention.performance_log_rollups,
+        "performance_log_minute_rollups": retention.performance_log_minute_rollups,
     }
     await conn.execute(
         _STORE_POLICY.format(schema=f'"{schema}"'),

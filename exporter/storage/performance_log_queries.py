@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from exporter.domain.performance_log import TraceExemplar
 from exporter.storage.database import Database
 from exporter.storage.keyset import Keyset
 
@@ -96,14 +97,33 @@ async def count_logs(db: Database) -> int:
     return n
 
 
+# the shards added up; of their exemplars, the latest
 HISTOGRAM = """
-SELECT operation_type, status, bucket, sum(n)::float8 AS n, sum(sum_seconds) AS sum_seconds
+SELECT operation_type, status, bucket, sum(n)::float8 AS n, sum(sum_seconds) AS sum_seconds,
+       (array_agg(exemplar_trace_id ORDER BY exemplar_at DESC)
+            FILTER (WHERE exemplar_at IS NOT NULL))[1] AS trace_id,
+       (array_agg(exemplar_seconds ORDER BY exemplar_at DESC)
+            FILTER (WHERE exemplar_at IS NOT NULL))[1] AS trace_seconds,
+       max(exemplar_at) AS trace_at
 FROM __SCHEMA__.operation_histogram GROUP BY 1, 2, 3
 """
 
 
-async def histogram(db: Database) -> list[tuple[str, str, int, float, float]]:
-    """(operation_type, status, bucket, count, sum of seconds) of every record ever stored."""
+async def histogram(
+    db: Database,
+) -> tuple[list[tuple[str, str, int, float, float]], dict[tuple[str, str, int], TraceExemplar]]:
+    """(operation_type, status, bucket, count, sum of seconds) of every record ever stored,
+    and the latest record naming a trace, per bucket."""
     async with db.connection() as conn:
         rows = await conn.fetch(db.sql(HISTOGRAM))
-    return [(r["operation_type"], r["status"], r["bucket"], r["n"], r["sum_seconds"]) for r in rows]
+    counts = [
+        (r["operation_type"], r["status"], r["bucket"], r["n"], r["sum_seconds"]) for r in rows
+    ]
+    exemplars = {
+        (r["operation_type"], r["status"], r["bucket"]): TraceExemplar(
+            r["trace_id"], r["trace_seconds"], r["trace_at"]
+        )
+        for r in rows
+        if r["trace_at"] is not None
+    }
+    return counts, exemplars

@@ -1,4 +1,5 @@
-"""The /api/v1 route table: scopes and types of each route, and the OpenAPI document."""
+"""The route table of the API (/api/v1, and OTLP's /v1/traces): scopes and types of each
+route, and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class Route:
     #: the path as the router matches it, when a parameter must not take a sibling route's
     #: literal segment (``{id:(?!resolve$)[^/]+}``); the document shows ``path``
     router_path: str | None = None
+    #: further request and success media types with their own (raw) schemas, for bodies
+    #: that are not JSON (OTLP's protobuf)
+    other_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    other_responses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Api:
@@ -101,7 +106,8 @@ class Api:
             if r.body is not None:
                 op["requestBody"] = {
                     "required": True,
-                    "content": {ct: {"schema": refs[id(r.body)]} for ct in r.content_types},
+                    "content": {ct: {"schema": refs[id(r.body)]} for ct in r.content_types}
+                    | {ct: {"schema": schema} for ct, schema in r.other_bodies.items()},
                 }
             if r.messages is not None:
                 # OpenAPI has no words for a WebSocket: the subscribe message as an extension
@@ -110,7 +116,9 @@ class Api:
             shapes = [refs[id(t)] for t in _alternatives(r.response)]
             if shapes:
                 schema = shapes[0] if len(shapes) == 1 else {"anyOf": shapes}
-                ok["content"] = {"application/json": {"schema": schema}}
+                ok["content"] = {"application/json": {"schema": schema}} | {
+                    ct: {"schema": other} for ct, other in r.other_responses.items()
+                }
             op["responses"][str(r.status)] = ok
             for code, text in r.also.items():
                 op["responses"][str(code)] = {**ok, "description": text}

@@ -16,7 +16,6 @@ from exporter.config import Config
 from exporter.domain.limits import Text, Timestamp
 from exporter.domain.performance_log import (
     Committed,
-    OperationSummary,
     PerformanceLog,
     PerformanceLogIn,
     Status,
@@ -31,7 +30,7 @@ from exporter.storage import StorageUnavailable
 from exporter.storage import performance_log_queries as queries
 from exporter.storage import performance_logs as store
 from exporter.storage.group_commit import QueueFull, Rejected, TooLarge
-from exporter.storage.idempotency import Duplicate
+from exporter.storage.idempotency import Duplicate, IdempotencyKey
 from exporter.web import idempotency
 from exporter.web.api import API, Route
 from exporter.web.errors import ApiError, Detail, Handler
@@ -274,10 +273,25 @@ async def post_logs(request: web.Request) -> web.Response:
         rejected.labels(TABLE, "invalid" if exc.status == 400 else "too_large").inc()
         raise
     committed = Committed(len(rows))
+    done = await commit(request, rows, len(body), key, idempotency.render(200, committed))
+    if isinstance(done, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    return json_response(committed)
+
+
+async def commit(
+    request: web.Request,
+    rows: store.Rows,
+    body_bytes: int,
+    key: IdempotencyKey | None,
+    response: tuple[int, bytes],
+) -> Duplicate | None:
+    """Hand the records to the shared writer and wait for their commit; what can go wrong
+    there as API errors (503 overloaded or unavailable, 413, 400 refused by the database)."""
+    rejected = request.app[SELF_METRICS].writes_rejected
     try:
-        done = await performance_logs.ingest(
-            request.app, rows, len(body), key, idempotency.render(200, committed)
-        )
+        return await performance_logs.ingest(request.app, rows, body_bytes, key, response)
     except QueueFull:
         rejected.labels(TABLE, "overloaded").inc(len(rows))
         raise ApiError(
@@ -302,10 +316,6 @@ async def post_logs(request: web.Request) -> web.Response:
     except StorageUnavailable:
         rejected.labels(TABLE, "unavailable").inc(len(rows))
         raise
-    if isinstance(done, Duplicate):
-        assert key is not None
-        return await idempotency.replayed(request, key)
-    return json_response(committed)
 
 
 def _log(row: Mapping[str, Any]) -> PerformanceLog:
@@ -334,7 +344,8 @@ async def get_logs(request: web.Request) -> web.Response:
 
 
 async def get_summary(request: web.Request) -> web.Response:
-    """p50/p95/p99 duration and error rate per operation over a window (default: last hour)."""
+    """p50/p95/p99 duration and error rate per operation over a window (default: last hour),
+    from the rollups: counts exact, percentiles within 1 % of the exact ones."""
     q = parse_query(request, SummaryQuery)
     until = q.until or datetime.now(UTC)
     since = q.since or until - timedelta(hours=1)
@@ -342,18 +353,9 @@ async def get_summary(request: web.Request) -> web.Response:
         raise ApiError(
             400, "invalid_query", "the window is empty", [Detail("since", "must be before until")]
         )
-    filters = {
-        "operation_type": q.operation_type,
-        "operation_name": q.operation_name,
-        "user_id": q.user_id,
-        "since": since,
-        "until": until,
-    }
-    rows = await queries.summarise(request.app[DATABASE], filters, q.limit)
-    items = [
-        OperationSummary(**dict(r.items()), error_rate=(r["errors"] + r["timeouts"]) / r["count"])
-        for r in rows
-    ]
+    since, until, items = await performance_logs.summary(
+        request.app, since, until, q.operation_type, q.operation_name, q.user_id, q.limit
+    )
     return json_response(Summary(since, until, items))
 
 
