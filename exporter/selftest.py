@@ -195,7 +195,7 @@ async def _writes(steps: _Steps, pinned: Database, conn: Any) -> int:
         await quality_storage.insert(conn, pinned, [row])
 
     async def create() -> int:
-        row = await alerts_storage.create_alert(
+        row, _ = await alerts_storage.create_alert(
             pinned,
             f"selftest-{uuid.uuid4().hex}",
             ("system_error", "low", "monitoring-exporter self-test", None, None, "{}"),

@@ -93,7 +93,14 @@ async def test_firing_notification_opens_incidents_with_the_mapping(
         ),
     )
     assert resp.status == 200
-    assert await resp.json() == {"alerts": 2, "opened": 2, "resolved": 0, "duplicates": 0}
+    assert await resp.json() == {
+        "alerts": 2,
+        "opened": 2,
+        "resolved": 0,
+        "duplicates": 0,
+        "heartbeats": 0,
+        "own": 0,
+    }
     a1, a2 = await rows(db)
     assert (a1["status"], a1["severity"], a1["alert_type"], a1["service_name"]) == (
         "active", "critical", "performance", "checkout",

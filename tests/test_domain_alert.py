@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -106,3 +106,28 @@ def test_type_service_title_mapping() -> None:
 def test_open_by_severity_counts_active_and_acknowledged_for_every_severity() -> None:
     counts = {("active", "high"): 2, ("acknowledged", "high"): 1, ("resolved", "low"): 9}
     assert lc.open_by_severity(counts) == {"low": 0, "medium": 0, "high": 3, "critical": 0}
+
+
+def test_unacknowledge_returns_to_active_and_forgets_who_acknowledged() -> None:
+    acked = lc.acknowledge(lc.Incident(), "ann", AT, until=AT + timedelta(hours=1)).incident
+    assert acked.acknowledged_until == AT + timedelta(hours=1)
+    back = lc.unacknowledge(acked, "bob", "not mine")
+    assert back.event == lc.Event("bob", "acknowledged", "active", "not mine")
+    assert back.incident == lc.Incident()
+    assert not lc.unacknowledge(back.incident, "bob").changed
+    resolved = lc.resolve(acked, "c", None, AT).incident
+    with pytest.raises(lc.Conflict, match="cannot be unacknowledged"):
+        lc.unacknowledge(resolved, "bob")
+
+
+def test_an_acknowledgement_expires_at_its_until() -> None:
+    acked = lc.acknowledge(lc.Incident(), "ann", AT, until=AT + timedelta(hours=1)).incident
+    assert not lc.expire_acknowledgement(acked, AT + timedelta(minutes=59)).changed
+    expired = lc.expire_acknowledgement(acked, AT + timedelta(hours=1))
+    assert expired.incident.status == "active"
+    assert expired.event == lc.Event(
+        "ack-expiry", "acknowledged", "active", "acknowledged by ann until 2024-05-01T13:00:00Z"
+    )
+    assert not lc.expire_acknowledgement(
+        lc.acknowledge(lc.Incident(), "a", AT).incident, AT
+    ).changed

@@ -25,7 +25,8 @@ CONFIG_KEYS: dict[str, set[str] | None] = {
     "auth": {"tokens"},
     "services": None,
     "quality": {"sources", "checks"},
-    "alerts": {"alertmanager_url"},
+    "alerts": {"alertmanager_url", "alertmanager_urls", "reconcile_interval"},
+    "heartbeats": None,
 }
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 
 from exporter.config.alerts import Alerts
+from exporter.config.heartbeats import Heartbeat
 from exporter.config.performance_logs import PerformanceLogs, Retention
 from exporter.config.quality import Quality
 from exporter.config.section import Section
@@ -132,6 +133,7 @@ class Config(Section, frozen=True):
     performance_logs: PerformanceLogs = msgspec.field(default_factory=PerformanceLogs)
     retention: Retention = msgspec.field(default_factory=Retention)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
+    heartbeats: list[Heartbeat] = msgspec.field(default_factory=list)
     #: demo mode (set by --demo)
     demo: bool = False
 
@@ -141,3 +143,13 @@ class Config(Section, frozen=True):
             if service.name in seen:
                 raise ValueError(f"services[{i}].name: duplicate service name {service.name!r}")
             seen.add(service.name)
+        names: set[str] = set()
+        alertnames: set[str] = set()
+        for i, beat in enumerate(self.heartbeats):
+            if beat.name in names:
+                raise ValueError(f"heartbeats[{i}].name: duplicate heartbeat name {beat.name!r}")
+            names.add(beat.name)
+            if beat.alertname is not None and beat.alertname in alertnames:
+                raise ValueError(f"heartbeats[{i}].alertname: {beat.alertname!r} beats another")
+            if beat.alertname is not None:
+                alertnames.add(beat.alertname)

@@ -15,7 +15,7 @@ from exporter.demo.performance_logs import demo_rows
 from exporter.features import performance_logs
 from exporter.features.core import DATABASE, LEADERSHIP
 from exporter.features.health import HEALTH
-from exporter.storage import alerts as alert_store
+from exporter.storage import alerts_demo as alert_store
 from exporter.storage import health as health_store
 from exporter.storage import performance_log_queries as log_queries
 from exporter.storage import quality_demo

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
 Status = Literal["active", "acknowledged", "resolved"]
@@ -24,6 +24,7 @@ ALERT_TYPES: tuple[AlertType, ...] = ("performance", "data_quality", "system_err
 
 ALERTMANAGER = "alertmanager"
 AUTO_RESOLVE = "auto-resolve"
+ACK_EXPIRY = "ack-expiry"
 
 _SEVERITY: dict[str, Severity] = {
     "info": "low",
@@ -85,6 +86,8 @@ class Incident:
     acknowledged_at: datetime | None = None
     resolved_by: str | None = None
     resolved_at: datetime | None = None
+    #: an acknowledgement that ends by itself: back to active then
+    acknowledged_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,17 +139,61 @@ def receive(current: Incident | None, signal: Signal, at: datetime) -> Transitio
     return resolve(current, ALERTMANAGER, None, at)
 
 
-def acknowledge(current: Incident, by: str, at: datetime, note: str | None = None) -> Transition:
-    """Acknowledge an active incident; idempotent when acknowledged; a conflict when resolved."""
+def _refuse_resolved(current: Incident, what: str) -> None:
     if current.status == "resolved":
         who = f" by {current.resolved_by}" if current.resolved_by else ""
         raise Conflict(
-            f"the incident is already resolved{who}; a resolved incident cannot be acknowledged"
+            f"the incident is already resolved{who}; a resolved incident cannot be {what}"
         )
+
+
+def acknowledge(
+    current: Incident,
+    by: str,
+    at: datetime,
+    note: str | None = None,
+    until: datetime | None = None,
+) -> Transition:
+    """Acknowledge an active incident (until a time, optionally); idempotent when
+    acknowledged; a conflict when resolved."""
+    _refuse_resolved(current, "acknowledged")
     if current.status == "acknowledged":
         return Transition(current, None)
-    incident = replace(current, status="acknowledged", acknowledged_by=by, acknowledged_at=at)
+    incident = replace(
+        current,
+        status="acknowledged",
+        acknowledged_by=by,
+        acknowledged_at=at,
+        acknowledged_until=until,
+    )
     return Transition(incident, Event(by, "active", "acknowledged", note))
+
+
+def unacknowledge(current: Incident, by: str, note: str | None = None) -> Transition:
+    """Return an acknowledged incident to active; idempotent when active; a conflict when
+    resolved. Who acknowledged stays in the history, not on the incident."""
+    _refuse_resolved(current, "unacknowledged")
+    if current.status == "active":
+        return Transition(current, None)
+    incident = replace(
+        current,
+        status="active",
+        acknowledged_by=None,
+        acknowledged_at=None,
+        acknowledged_until=None,
+    )
+    return Transition(incident, Event(by, "acknowledged", "active", note))
+
+
+def expire_acknowledgement(current: Incident, at: datetime) -> Transition:
+    """An acknowledgement whose ``until`` has come: back to active (actor ``ack-expiry``)."""
+    due = current.acknowledged_until
+    if current.status != "acknowledged" or due is None or due > at:
+        return Transition(current, None)
+    note = (
+        f"acknowledged by {current.acknowledged_by} until {due.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    )
+    return unacknowledge(current, ACK_EXPIRY, note)
 
 
 def resolve(current: Incident, by: str, note: str | None, at: datetime) -> Transition:

@@ -16,6 +16,8 @@ Direction = Literal["above", "below"]
 StoredUnit = Literal["", "s", "bytes", "ratio", "count"]
 
 STATUS_CODE: dict[Status, int] = {"healthy": 0, "warning": 1, "critical": 2}
+#: what the overview shows for a service or source in a maintenance window
+MAINTENANCE: Literal["maintenance"] = "maintenance"
 STATUSES: tuple[Status, ...] = ("healthy", "warning", "critical")
 METRIC_TYPE_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_METRIC_TYPE = 100
@@ -49,13 +51,15 @@ def worst(statuses: list[Status] | tuple[Status, ...]) -> Status:
     return best
 
 
-def verdict(services: list[Status], alerts: dict[str, int], quality: str) -> Status:
+def verdict(services: list[str], alerts: dict[str, int], quality: str) -> Status:
     """The overview's verdict: the worst service, raised by active alerts and data quality.
 
     An active critical alert makes it critical, an active high one at least warning; the
     data-quality overview's status (``unknown`` when nothing is measured) counts as it is.
+    A service in ``maintenance`` raises nothing (the caller leaves out the alerts and
+    sources of maintenance windows too).
     """
-    found = list(services)
+    found: list[Status] = [s for s in services if s in STATUS_CODE]
     if alerts.get("critical"):
         found.append("critical")
     elif alerts.get("high"):

@@ -82,10 +82,11 @@ class ThresholdList(msgspec.Struct, frozen=True):
 
 
 class ServiceStatus(msgspec.Struct, frozen=True):
-    """The worst status of a service's metrics, and each metric's status."""
+    """The worst status of a service's metrics (``maintenance`` while a maintenance window
+    holds the service), and each metric's status."""
 
     service: str
-    status: Status
+    status: Status | Literal["maintenance"]
     metrics: dict[str, Status]
 
 
@@ -97,14 +98,25 @@ class QualitySummary(msgspec.Struct, frozen=True):
     sources: int
 
 
+class MaintenanceSummary(msgspec.Struct, frozen=True):
+    """What maintenance windows in force now hold: services, data-quality sources (both left
+    out of the verdict), and the windows."""
+
+    services: list[str]
+    sources: list[str]
+    windows: list[int]
+
+
 class Overview(msgspec.Struct, frozen=True):
-    """The overview: verdict, services, active alerts by severity, data quality."""
+    """The overview: verdict, services, active alerts by severity (without those opened in a
+    maintenance window in force), data quality (without sources in maintenance)."""
 
     status: str
     services: list[ServiceStatus]
     alerts: dict[str, int]
     data_quality: QualitySummary
     generated_at: datetime
+    maintenance: MaintenanceSummary = MaintenanceSummary([], [], [])
 
 
 PushBody = HealthMetricIn | Annotated[list[HealthMetricIn], msgspec.Meta(min_length=1)]

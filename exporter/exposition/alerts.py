@@ -37,9 +37,33 @@ class BridgeMetrics:
             "Alerts that changed nothing (redeliveries, HA duplicates, firing repeats).",
             registry=self.registry,
         )  # fmt: skip
+        self.beats = Counter(
+            prefix + "heartbeat_alerts",
+            "Alerts in notifications taken as heartbeat beats (e.g. the Watchdog).",
+            registry=self.registry,
+        )  # fmt: skip
+
+
+class AlertmanagerMetrics:
+    """Counters of this replica's calls to Alertmanager (the exporter's own behaviour)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        prefix = "monitoring_alertmanager_"
         self.silences = Counter(
             prefix + "silence_requests", "Requests to Alertmanager's silence API, by result.",
             ["operation", "result"], registry=self.registry,
+        )  # fmt: skip
+        self.sync_failures = Counter(
+            prefix + "sync_failures",
+            "Alertmanager work that failed and is left pending for a retry, by operation "
+            "(list_alerts, send_alerts, create_silence, extend_silence, expire_silence).",
+            ["operation"], registry=self.registry,
+        )  # fmt: skip
+        self.reconciled = Counter(
+            prefix + "reconciled_incidents",
+            "Incidents reconciliation opened, resolved or updated from Alertmanager's alerts.",
+            ["change"], registry=self.registry,
         )  # fmt: skip
 
 

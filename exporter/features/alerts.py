@@ -1,8 +1,10 @@
-"""The alert bridge: webhooks into incidents, manual alerts, the lifecycle, silences, counts.
+"""The alert bridge: webhooks into incidents, manual alerts, the lifecycle, notes, counts.
 
 The path of a notification: ``web.alerts`` (parse, validate) → ``inputs.alertmanager``
-(mapping) → ``receive`` here (group commit) → ``storage.alerts`` (one upsert per batch) → the
-``system_alerts`` notification → every replica's counts view → ``exposition.alerts``.
+(mapping) → ``receive`` here (heartbeat beats and our own alerts set apart, the rest group
+committed) → ``storage.alerts`` (one upsert per batch) → the ``system_alerts`` notification →
+every replica's counts view → ``exposition.alerts``. What a change owes Alertmanager
+(silences, sends) follows the commit in ``features.alertmanager``.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from exporter.domain import alert as lifecycle
 from exporter.domain.alert import AlertRecord
+from exporter.domain.alertmanager import MARKER
 from exporter.exposition.alerts import AlertCounts, BridgeMetrics
+from exporter.features import alertmanager, heartbeats
 from exporter.features.core import CONFIG, DATABASE, EXPOSITION, LEADERSHIP, SELF_METRICS, VIEWS
 from exporter.features.leader import Job, Run
 from exporter.features.views import View
-from exporter.outputs.silences import SilenceError, Silences
 from exporter.storage import Database, idempotency
+from exporter.storage import alertmanager as am_storage
 from exporter.storage import alerts as storage
 from exporter.storage.group_commit import GroupCommit, Limits
 from exporter.storage.idempotency import Duplicate, IdempotencyKey, Keyed
@@ -42,15 +45,24 @@ class Bridge:
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     #: incidents by (status, severity): a view of system_alert_counts
     counts: dict[tuple[str, str], int] | None = None
-    silences: Silences | None = None
+    #: open incidents opened in a maintenance window, by (window, severity): a view
+    in_maintenance: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 BRIDGE = web.AppKey("alert_bridge", Bridge)
 
-
-# ---------------------------------------------------------------- incoming
 #: how a write's response is stored under its Idempotency-Key (the web layer renders it)
 Render = Callable[[Any], tuple[int, bytes]]
+
+
+# ---------------------------------------------------------------- incoming
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What a notification did: the incidents' outcome, heartbeat beats, alerts we sent."""
+
+    outcome: storage.Outcome
+    beats: int = 0
+    ours: int = 0
 
 
 async def receive(
@@ -58,19 +70,46 @@ async def receive(
     records: list[AlertRecord],
     key: IdempotencyKey | None = None,
     render: Render | None = None,
-) -> storage.Outcome | Duplicate:
-    """Store a notification's alerts (shared commits); its outcome once committed."""
+) -> Received | Duplicate:
+    """Store a notification's alerts (shared commits); its outcome once committed.
+
+    Alerts that are heartbeats (the Watchdog) are beats, never incidents; alerts we sent
+    (they carry the marker label) belong to their incident, never a second one.
+    """
     bridge = app[BRIDGE]
-    outcome = await bridge.writer.submit(Keyed(records, key, render))
+    beating = app[alertmanager.ALERTMANAGER].heartbeat_alertnames
+    incidents: list[AlertRecord] = []
+    beats: list[str] = []
+    heartbeat_alerts = 0
+    ours: list[tuple[str, str]] = []
+    for record in records:
+        if MARKER in record.labels:
+            ours.append((record.labels[MARKER], record.fingerprint))
+        elif record.labels.get("alertname") in beating:
+            heartbeat_alerts += 1
+            if record.signal == "firing":  # a resolved Watchdog is no sign of life
+                beats.append(record.labels["alertname"])
+        else:
+            incidents.append(record)
+    if beats:
+        await heartbeats.beat_alertnames(app, beats)
+        bridge.metrics.beats.inc(len(beats))
+    if ours:
+        await am_storage.link(app[DATABASE], ours)
+
+    def received(outcome: storage.Outcome) -> Received:
+        return Received(outcome, heartbeat_alerts, len(ours))
+
+    rendered = None if render is None else (lambda o: render(received(o)))
+    outcome = await bridge.writer.submit(Keyed(incidents, key, rendered))
     if isinstance(outcome, Duplicate):
         return outcome
     bridge.metrics.duplicates.inc(outcome.duplicates)
     if outcome.changed:
         app[SELF_METRICS].writes_committed.labels(TABLE).inc(len(outcome.changed))
-    for change in outcome.changed:
-        if change.status == "resolved" and change.silence_id:
-            await expire_silence(app, change.silence_id)
-    return outcome
+    # the silence of an incident resolved here is expired by alertmanager:sync, not by this
+    # request: Alertmanager waits for the answer and must not wait on a call back to itself
+    return received(outcome)
 
 
 async def create(
@@ -78,19 +117,39 @@ async def create(
     values: tuple[str, str, str, str | None, str | None, str],
     auto_resolve_after: float | None,
     actor: str,
+    dedup_key: str | None = None,
     key: IdempotencyKey | None = None,
     render: Render | None = None,
-) -> dict[str, Any] | Duplicate:
-    """A manual incident (source ``api``)."""
+) -> tuple[dict[str, Any], bool] | Duplicate:
+    """A manual incident (source ``api``), sent to Alertmanager when one is configured; with
+    a ``dedup_key`` an open incident holds, that incident. (row, whether it was created)."""
     fingerprint = f"api-{uuid.uuid4().hex}"
 
-    async def work(db: Database) -> dict[str, Any]:
-        return await storage.create_alert(db, fingerprint, values, auto_resolve_after, actor)
+    async def work(db: Database) -> tuple[dict[str, Any], bool]:
+        return await storage.create_alert(
+            db, fingerprint, values, auto_resolve_after, actor, dedup_key
+        )
 
-    row = await idempotency.once(app[DATABASE], key, work, render or _unrendered)
-    if not isinstance(row, Duplicate):
+    found = await idempotency.once(app[DATABASE], key, work, render or _unrendered)
+    if isinstance(found, Duplicate):
+        return found
+    row, created = found
+    if created:
         app[SELF_METRICS].writes_committed.labels(TABLE).inc()
-    return row
+        row = await _refreshed(app, row)
+    return row, created
+
+
+async def _refreshed(app: web.Application, row: dict[str, Any]) -> dict[str, Any]:
+    """The incident after the Alertmanager work its change called for (done now if it can)."""
+    await alertmanager.after_change(app, [row["id"]])
+    if not alertmanager.configured(app):
+        return row
+    try:
+        fresh = await am_storage.by_ids(app[DATABASE], [row["id"]])
+    except Exception:  # the change is committed; its row as committed will do
+        return row
+    return fresh[0] if fresh else row
 
 
 async def change(
@@ -100,7 +159,11 @@ async def change(
     key: IdempotencyKey | None = None,
     render: Render | None = None,
 ) -> dict[str, Any] | Duplicate | None:
-    """Apply a lifecycle operation; None when there is no such alert. Raises Conflict."""
+    """Apply a lifecycle operation; None when there is no such alert. Raises Conflict.
+
+    The Alertmanager side (the acknowledgement's silence made or expired, an API alert's end
+    sent) follows the commit; what fails is retried by the leader and shown as pending.
+    """
 
     async def work(db: Database) -> Any:
         return await storage.change_alert(db, alert_id, operation)
@@ -113,9 +176,17 @@ async def change(
     if found is None or isinstance(found, Duplicate):
         return found
     row, transition = found
-    if transition.changed and row["status"] == "resolved" and row["silence_id"]:
-        await expire_silence(app, row["silence_id"])
+    if transition.changed:
+        return await _refreshed(app, row)
     return dict(row)
+
+
+def _until(app: web.Application, until: datetime | None, at: datetime) -> datetime | None:
+    """When an acknowledgement ends: as asked, else after alerts.ack_expiry, else never."""
+    if until is not None:
+        return until
+    expiry = app[CONFIG].alerts.ack_expiry
+    return None if expiry is None else at + timedelta(seconds=expiry.seconds)
 
 
 async def acknowledge(
@@ -123,26 +194,28 @@ async def acknowledge(
     alert_id: int,
     by: str,
     note: str | None,
+    until: datetime | None = None,
     key: IdempotencyKey | None = None,
     render: Render | None = None,
 ) -> dict[str, Any] | Duplicate | None:
     """Acknowledge (idempotent), silencing the incident in Alertmanager when configured."""
-    now = datetime.now(UTC)
-    row = await change(
-        app, alert_id, lambda i: lifecycle.acknowledge(i, by, now, note), key, render
+    at = datetime.now(UTC)
+    ends = _until(app, until, at)
+    return await change(
+        app, alert_id, lambda i: lifecycle.acknowledge(i, by, at, note, ends), key, render
     )
-    if row is None or isinstance(row, Duplicate):
-        return row
-    silences = app[BRIDGE].silences
-    # an acknowledged incident without a silence retries one that failed before
-    if (
-        silences
-        and row["status"] == "acknowledged"
-        and row["source"] == "alertmanager"
-        and row["silence_id"] is None
-    ):
-        row["silence_id"] = await create_silence(app, silences, row, by)
-    return row
+
+
+async def unacknowledge(
+    app: web.Application,
+    alert_id: int,
+    by: str,
+    note: str | None,
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> dict[str, Any] | Duplicate | None:
+    """Back to active (idempotent); the acknowledgement's silence is expired."""
+    return await change(app, alert_id, lambda i: lifecycle.unacknowledge(i, by, note), key, render)
 
 
 async def resolve(
@@ -153,107 +226,81 @@ async def resolve(
     key: IdempotencyKey | None = None,
     render: Render | None = None,
 ) -> dict[str, Any] | Duplicate | None:
-    """Resolve (idempotent); the incident's silence is expired."""
-    now = datetime.now(UTC)
-    return await change(app, alert_id, lambda i: lifecycle.resolve(i, by, note, now), key, render)
+    """Resolve (idempotent); the incident's silence is expired, an API alert's end sent."""
+    at = datetime.now(UTC)
+    return await change(app, alert_id, lambda i: lifecycle.resolve(i, by, note, at), key, render)
+
+
+async def resolve_by_key(
+    app: web.Application,
+    dedup_key: str,
+    by: str,
+    note: str | None,
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> dict[str, Any] | Duplicate | None:
+    """Resolve the open incident holding ``dedup_key``; None when no open incident does."""
+    alert_id = await storage.open_by_key(app[DATABASE], dedup_key)
+    if alert_id is None:
+        if key is not None and render is not None:
+            # the refusal is an outcome too: a retry with the key gets it back
+            async def refused(db: Database) -> None:
+                return None
+
+            found = await idempotency.once(app[DATABASE], key, refused, render)
+            return found if isinstance(found, Duplicate) else None
+        return None
+    return await resolve(app, alert_id, by, note, key, render)
+
+
+async def add_note(
+    app: web.Application,
+    alert_id: int,
+    by: str,
+    note: str,
+    key: IdempotencyKey | None = None,
+    render: Render | None = None,
+) -> dict[str, Any] | Duplicate | None:
+    """Keep a note on an incident (an event from its status to the same); None when there
+    is no such incident."""
+
+    async def work(db: Database) -> dict[str, Any] | None:
+        return await storage.add_note(db, alert_id, by, note)
+
+    return await idempotency.once(app[DATABASE], key, work, render or _unrendered)
 
 
 def _unrendered(_result: Any) -> tuple[int, bytes]:
     raise RuntimeError("a keyed write needs a rendered response")
 
 
-# ---------------------------------------------------------------- silences
-async def create_silence(
-    app: web.Application, silences: Silences, row: dict[str, Any], by: str
-) -> str | None:
-    """Silence the incident in Alertmanager; a failure is logged and counted, never raised."""
-    metrics = app[BRIDGE].metrics
-    try:
-        silence_id = await silences.create(
-            row["labels"],
-            app[CONFIG].alerts.silence_duration.seconds,
-            by,
-            f"Acknowledged in monitoring-exporter (alert {row['id']}: {row['title']})",
-        )
-    except SilenceError as exc:
-        metrics.silences.labels("create", "error").inc()
-        log.warning("could not create silence", extra={"alert_id": row["id"], "error": str(exc)})
-        return None
-    metrics.silences.labels("create", "ok").inc()
-    if not await storage.set_silence(app[DATABASE], row["id"], silence_id):
-        await expire_silence(app, silence_id)  # resolved while the silence was being made
-        return None
-    return silence_id
-
-
-async def expire_silence(app: web.Application, silence_id: str) -> None:
-    """Expire a silence; failures are logged and counted (it ends at its endsAt anyway)."""
-    bridge = app[BRIDGE]
-    if bridge.silences is None:
-        return
-    try:
-        await bridge.silences.expire(silence_id)
-    except SilenceError as exc:
-        bridge.metrics.silences.labels("expire", "error").inc()
-        log.warning("could not expire silence", extra={"silence_id": silence_id, "error": str(exc)})
-    else:
-        bridge.metrics.silences.labels("expire", "ok").inc()
-
-
 # ---------------------------------------------------------------- scheduled work
 async def _auto_resolve(app: web.Application, run: Run) -> None:
-    """Resolve due manual alerts, and silenced incidents that Alertmanager dropped."""
+    """Resolve due manual alerts; end acknowledgements whose ``until`` came."""
     db = app[DATABASE]
     async with run.commit() as conn:
         resolved = await storage.resolve_due(conn, db)
-    resolved += await _reconcile_silenced(app, run)
-    for _alert_id, silence_id in resolved:
-        if silence_id:
-            await expire_silence(app, silence_id)
+        expired = await storage.expire_acknowledgements(conn, db)
+    if resolved or expired:
+        log.info(
+            "alerts resolved or acknowledgements ended on schedule",
+            extra={"resolved": len(resolved), "acknowledgements_ended": len(expired)},
+        )
+    # their silences expired, the ends of API alerts sent (what fails: alertmanager:sync)
+    await alertmanager.after_change(app, resolved + expired)
 
 
-async def _reconcile_silenced(app: web.Application, run: Run) -> list[tuple[int, str | None]]:
-    # Alertmanager sends no resolved notification for a silenced alert (its issue #226)
-    silences, db = app[BRIDGE].silences, app[DATABASE]
-    if silences is None:
-        return []
-    candidates = await storage.silenced_open(db)
-    if not candidates:
-        return []
-    try:
-        firing = await silences.active_alerts()
-    except SilenceError as exc:
-        app[BRIDGE].metrics.silences.labels("list_alerts", "error").inc()
-        log.warning("could not list Alertmanager alerts", extra={"error": str(exc)})
-        return []
-    gone = [i for i, fp, starts in candidates if (fp, starts) not in firing]
-    if not gone:
-        return []
-    async with run.commit() as conn:
-        return await storage.resolve_gone(conn, db, gone)
-
-
-# ---------------------------------------------------------------- the view and the lifetimes
+# ---------------------------------------------------------------- the views and the lifetimes
 def _counts_view(app: web.Application) -> View:
     async def reload() -> None:
-        app[BRIDGE].counts = await storage.count_alerts(app[DATABASE])
+        bridge, db = app[BRIDGE], app[DATABASE]
+        bridge.counts = await storage.count_alerts(db)
+        bridge.in_maintenance = await storage.count_in_maintenance(db)
 
     # a webhook storm notifies at the rate of its commits; the counts are read at most every
     # alerts.counts_refresh_interval
     interval = app[CONFIG].alerts.counts_refresh_interval.seconds
     return View("alert_counts", ("system_alerts",), reload, min_interval=interval)
-
-
-async def _silence_client(app: web.Application) -> AsyncIterator[None]:
-    """An Alertmanager API client for the app's lifetime, when alerts.alertmanager_url is set."""
-    url = app[CONFIG].alerts.alertmanager_url
-    if url is None:
-        yield
-        return
-    async with aiohttp.ClientSession() as session:
-        app[BRIDGE].silences = Silences(session, url, app[CONFIG].alerts.request_timeout.seconds)
-        yield
-        app[BRIDGE].silences = None
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -295,5 +342,4 @@ def setup(app: web.Application) -> None:
             lambda run: _auto_resolve(app, run),
         )
     )
-    app.cleanup_ctx.append(_silence_client)
     app.cleanup_ctx.append(_writer_ctx)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -116,8 +116,11 @@ def _member_of(row: Any) -> storage.Member:
     )  # fmt: skip
 
 
-async def overview(app: web.Application, since: datetime | None = None) -> q.Overview:
-    """The quality overview from the latest measurement of every member."""
+async def overview(
+    app: web.Application, since: datetime | None = None, without: Set[str] = frozenset()
+) -> q.Overview:
+    """The quality overview from the latest measurement of every member (of the sources not
+    ``without``: the overview leaves out sources in maintenance)."""
     weights = app[QUALITY].weights
     members = await storage.members(app[DATABASE], since)
     return q.overview(
@@ -132,7 +135,7 @@ async def overview(app: web.Application, since: datetime | None = None) -> q.Ove
             weight=weights.get(m.check_name, 1.0),
         )
         for m in members
-        if not m.check_name or m.check_name in weights
+        if (not m.check_name or m.check_name in weights) and m.source not in without
     )
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from exporter.domain import alert as lifecycle
+from exporter.domain.alertmanager import parse_time
 from exporter.domain.health import MAX_SERVICE
 from exporter.domain.limits import (
     EARLIEST,
@@ -75,7 +76,26 @@ class Notification(msgspec.Struct, frozen=True, rename="camel"):
     external_url: str = msgspec.field(default="", name="externalURL")
 
 
-decoder = msgspec.json.Decoder(Notification)
+class WireAlert(WebhookAlert, frozen=True, rename="camel"):
+    """A webhook alert as decoded: ``startsAt`` kept as text, read to the millisecond by
+    :func:`starts_at` (Alertmanager sends nanoseconds; its API, which reconciliation reads,
+    milliseconds: both must name the incident alike)."""
+
+    starts_at: Annotated[str, msgspec.Meta(max_length=64)]  # type: ignore[assignment]
+
+
+class WireNotification(Notification, frozen=True, rename="camel"):
+    """A notification as decoded (its alerts :class:`WireAlert`)."""
+
+    alerts: list[WireAlert]  # type: ignore[assignment]
+
+
+decoder = msgspec.json.Decoder(WireNotification)
+
+
+def starts_at(alert: WireAlert) -> datetime:
+    """The alert's start, truncated to the millisecond; ValueError when it is no time."""
+    return parse_time(alert.starts_at)
 
 
 def _end(alert: WebhookAlert) -> datetime | None:
@@ -86,7 +106,7 @@ def _end(alert: WebhookAlert) -> datetime | None:
     return ends_at
 
 
-def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
+def to_record(alert: WireAlert) -> lifecycle.AlertRecord:
     """Map one webhook alert onto our columns (the spec's label mapping).
 
     Times go to PostgreSQL as JSON text, which it parses only with offsets of at most 15:59:
@@ -97,7 +117,7 @@ def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
     # positional: this runs for every alert of every webhook
     return lifecycle.AlertRecord(
         alert.fingerprint,
-        as_utc(alert.starts_at),
+        as_utc(starts_at(alert)),
         status,
         lifecycle.alert_type_of(labels),
         lifecycle.severity_of(labels),
@@ -111,19 +131,24 @@ def to_record(alert: WebhookAlert) -> lifecycle.AlertRecord:
     )
 
 
-def problems(notification: Notification) -> list[tuple[str, str]]:
+def problems(notification: WireNotification) -> list[tuple[str, str]]:
     """Values that cannot be stored (NUL characters, times out of range) as (path, message),
     found before any write: a 5xx would make Alertmanager retry the payload forever."""
     found: list[tuple[str, str]] = []
     for i, alert in enumerate(notification.alerts):
         labels, annotations, ends_at = alert.labels, alert.annotations, _end(alert)
         service = lifecycle.service_of(labels) or ""
+        try:
+            start: datetime | None = starts_at(alert)
+        except ValueError:
+            start = None
         # fast path, one scan per alert: almost every alert holds no NUL and sane times
         text = "".join((*labels, *labels.values(), *annotations, *annotations.values()))
         if (
-            "\x00" not in text
+            start is not None
+            and "\x00" not in text
             and "\x00" not in alert.fingerprint + alert.generator_url
-            and EARLIEST <= alert.starts_at <= LATEST
+            and EARLIEST <= start <= LATEST
             and (ends_at is None or EARLIEST <= ends_at <= LATEST)
             and len(service) <= MAX_SERVICE
         ):
@@ -131,6 +156,10 @@ def problems(notification: Notification) -> list[tuple[str, str]]:
         where = f"alerts[{i}]"
         # endsAt is judged as stored (Go's zero time stands for "no end")
         found += [(join(where, p), m) for p, m in value_problems(alert) if p != "endsAt"]
+        problem = "expected an RFC 3339 timestamp with an offset" if start is None else (
+            time_problem(start))  # fmt: skip
+        if problem:
+            found.append((f"{where}.startsAt", problem))
         problem = None if ends_at is None else time_problem(ends_at)
         if problem:
             found.append((f"{where}.endsAt", problem))

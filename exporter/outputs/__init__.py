@@ -1,1 +1,1 @@
-"""Outputs: things the service sends elsewhere (Alertmanager silences)."""
+"""Outputs: things the service sends elsewhere (the Alertmanager v2 API client)."""

@@ -1,5 +1,6 @@
 """The ``system_alerts`` and ``system_alert_events`` tables: bulk webhook upserts, lifecycle
-changes, queries, the counts behind ``monitoring_alerts``, and the demo incidents.
+changes, notes, queries, and the counts behind ``monitoring_alerts`` (the demo incidents are
+in ``storage.alerts_demo``, what Alertmanager is owed in ``storage.alertmanager``).
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -16,6 +17,7 @@ from exporter.domain import alert as lifecycle
 from exporter.domain.alert import AlertRecord
 from exporter.storage.database import Database
 from exporter.storage.keyset import Keyset
+from exporter.storage.maintenance import in_window
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -28,7 +30,7 @@ _encode = msgspec.json.Encoder().encode
 # batch (integers are cheaper to read back than the key). xmax = 0 marks a freshly inserted
 # row; a row resolved here was acknowledged before exactly when acknowledged_at is set
 # (nothing else sets it).
-UPSERT_WEBHOOK = """
+UPSERT_WEBHOOK = f"""
 WITH incoming AS (
     SELECT n, e->>0 AS fingerprint, (e->>1)::timestamptz AS starts_at, e->>2 AS status,
            e->>3 AS alert_type, e->>4 AS severity, e->>5 AS title, e->>6 AS description,
@@ -38,13 +40,15 @@ WITH incoming AS (
 ), up AS (
     INSERT INTO __SCHEMA__.system_alerts AS a
         (fingerprint, starts_at, status, alert_type, severity, title, description, service_name,
-         labels, annotations, source, generator_url, ends_at, resolved_by, resolved_at)
+         labels, annotations, source, generator_url, ends_at, resolved_by, resolved_at,
+         maintenance_id)
     SELECT fingerprint, starts_at,
            CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'active' END,
            alert_type, severity, title, description, service_name, labels,
            annotations, 'alertmanager', generator_url, ends_at,
            CASE WHEN status = 'resolved' THEN 'alertmanager' END,
-           CASE WHEN status = 'resolved' THEN now() END
+           CASE WHEN status = 'resolved' THEN now() END,
+           {in_window("labels", "service_name")}
     FROM incoming
     ORDER BY fingerprint, starts_at
     ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
@@ -80,19 +84,26 @@ FROM up JOIN incoming AS i USING (fingerprint, starts_at)
 WHERE up.inserted OR up.status = 'resolved'
 """
 
-INSERT_MANUAL = """
+# A manual alert; with a dedup key that an open incident holds, nothing (ON CONFLICT waits
+# for a concurrent creation with the same key to commit, then finds it: one incident)
+INSERT_MANUAL = f"""
 WITH a AS (
     INSERT INTO __SCHEMA__.system_alerts
         (fingerprint, starts_at, alert_type, severity, title, description, service_name, labels,
-         source, auto_resolve, auto_resolve_at)
-    VALUES ($1, now(), $2, $3, $4, $5, $6, $7::jsonb, 'api', $8::float8 IS NOT NULL,
-            now() + $8::float8 * interval '1 second')
+         source, auto_resolve, auto_resolve_at, dedup_key, maintenance_id)
+    SELECT $1, date_trunc('milliseconds', now()), $2, $3, $4, $5, $6, $7::jsonb, 'api',
+           $8::float8 IS NOT NULL, now() + $8::float8 * interval '1 second', $10,
+           {in_window("$7::jsonb", "$6::text")}
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO NOTHING
     RETURNING *
 ), e AS (
     INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
     SELECT id, NULL, 'active', $9, 'created through the API' FROM a
 )
 SELECT * FROM a
+"""
+SELECT_OPEN_KEY = """
+SELECT * FROM __SCHEMA__.system_alerts WHERE dedup_key = $1 AND status <> 'resolved'
 """
 
 SELECT_ONE = "SELECT * FROM __SCHEMA__.system_alerts WHERE id = $1"
@@ -101,54 +112,73 @@ SELECT_EVENTS = """
 SELECT id, from_status, to_status, actor, note, at FROM __SCHEMA__.system_alert_events
 WHERE alert_id = $1 ORDER BY at, id
 """
+# A silence that may still be live stays with the incident: acknowledging again reuses it
+# (extended by reconciliation) instead of making a second one; an expired one is forgotten
 UPDATE_LIFECYCLE = """
 UPDATE __SCHEMA__.system_alerts
-SET status = $2, acknowledged_by = $3, acknowledged_at = $4, resolved_by = $5, resolved_at = $6
+SET status = $2, acknowledged_by = $3, acknowledged_at = $4, resolved_by = $5, resolved_at = $6,
+    acknowledged_until = $7,
+    silence_id = CASE WHEN silence_ends_at > now() THEN silence_id END,
+    silence_ends_at = CASE WHEN silence_ends_at > now() THEN silence_ends_at END
 WHERE id = $1 RETURNING *
 """
 INSERT_EVENT = """
 INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note, at)
 VALUES ($1, $2, $3, $4, $5, $6)
 """
-SET_SILENCE = """
-UPDATE __SCHEMA__.system_alerts SET silence_id = $2
-WHERE id = $1 AND status <> 'resolved' RETURNING id
-"""
 AUTO_RESOLVE = """
 WITH due AS (
     UPDATE __SCHEMA__.system_alerts
     SET status = 'resolved', resolved_by = 'auto-resolve', resolved_at = now()
     WHERE auto_resolve AND status <> 'resolved' AND auto_resolve_at <= now()
-    RETURNING id, silence_id, acknowledged_at IS NOT NULL AS was_acknowledged
+    RETURNING id, acknowledged_at IS NOT NULL AS was_acknowledged
 ), e AS (
     INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
     SELECT id, CASE WHEN was_acknowledged THEN 'acknowledged' ELSE 'active' END, 'resolved',
            'auto-resolve', 'auto_resolve_after elapsed'
     FROM due
 )
-SELECT id, silence_id FROM due
+SELECT id FROM due
 """
-SILENCED_OPEN = """
-SELECT id, fingerprint, starts_at FROM __SCHEMA__.system_alerts
-WHERE status = 'acknowledged' AND silence_id IS NOT NULL AND source = 'alertmanager'
-"""
-RESOLVE_GONE = """
-WITH gone AS (
-    UPDATE __SCHEMA__.system_alerts
-    SET status = 'resolved', resolved_by = 'alertmanager', resolved_at = now()
-    WHERE id = ANY($1::bigint[]) AND status = 'acknowledged'
-    RETURNING id, silence_id
+# lifecycle.expire_acknowledgement for every acknowledgement whose until has come
+EXPIRE_ACKNOWLEDGEMENTS = """
+WITH due AS (
+    SELECT id, acknowledged_by, acknowledged_until FROM __SCHEMA__.system_alerts
+    WHERE status = 'acknowledged' AND acknowledged_until <= now()
+    ORDER BY id FOR UPDATE
+), back AS (
+    UPDATE __SCHEMA__.system_alerts AS a
+    SET status = 'active', acknowledged_by = NULL, acknowledged_at = NULL,
+        acknowledged_until = NULL
+    FROM due WHERE a.id = due.id
+    RETURNING a.id
 ), e AS (
     INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
-    SELECT id, 'acknowledged', 'resolved', 'alertmanager',
-           'no longer firing in Alertmanager (resolved while silenced)'
-    FROM gone
+    SELECT id, 'acknowledged', 'active', 'ack-expiry',
+           format('acknowledged by %s until %s', acknowledged_by,
+                  to_char(acknowledged_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+    FROM due
 )
-SELECT id, silence_id FROM gone
+SELECT id FROM back
+"""
+# a note: an event that changes nothing (from_status = to_status)
+INSERT_NOTE = """
+WITH a AS (SELECT id, status FROM __SCHEMA__.system_alerts WHERE id = $1 FOR SHARE)
+INSERT INTO __SCHEMA__.system_alert_events (alert_id, from_status, to_status, actor, note)
+SELECT id, status, status, $2, $3 FROM a
+RETURNING id, from_status, to_status, actor, note, at
+"""
+OPEN_BY_KEY = """
+SELECT id FROM __SCHEMA__.system_alerts WHERE dedup_key = $1 AND status <> 'resolved'
 """
 # system_alert_counts is kept by triggers (migration 4): a few rows per (status, severity)
 COUNTS = """
 SELECT status, severity, sum(n)::bigint AS n FROM __SCHEMA__.system_alert_counts GROUP BY 1, 2
+"""
+# open incidents opened in a maintenance window, per window and severity (few rows)
+MAINTENANCE_COUNTS = """
+SELECT maintenance_id, severity, count(*) AS n FROM __SCHEMA__.system_alerts
+WHERE maintenance_id IS NOT NULL AND status <> 'resolved' GROUP BY 1, 2
 """
 
 LIST = Keyset(
@@ -165,7 +195,7 @@ LIST = Keyset(
 )
 
 
-def _row(record: Any) -> dict[str, Any]:
+def row_dict(record: Any) -> dict[str, Any]:
     row = dict(record)
     for key in ("labels", "annotations"):
         if isinstance(row.get(key), str):
@@ -181,6 +211,7 @@ def incident_of(row: dict[str, Any]) -> lifecycle.Incident:
         row["acknowledged_at"],
         row["resolved_by"],
         row["resolved_at"],
+        row.get("acknowledged_until"),
     )
 
 
@@ -250,16 +281,25 @@ async def create_alert(
     values: tuple[str, str, str, str | None, str | None, str],
     auto_resolve_after: float | None,
     actor: str,
-) -> dict[str, Any]:
-    """Insert a manual alert (source ``api``) with its creation event."""
+    dedup_key: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Insert a manual alert (source ``api``) with its creation event; with a dedup key that
+    an open incident holds, that incident instead. (row, whether it was created)."""
     alert_type, severity, title, description, service, labels = values
-    async with db.connection() as conn:
-        record = await conn.fetchrow(
-            db.sql(INSERT_MANUAL),
-            fingerprint, alert_type, severity, title, description, service, labels,
-            auto_resolve_after, actor,
-        )  # fmt: skip
-    return _row(record)
+    async with db.transaction() as conn:
+        while True:
+            record = await conn.fetchrow(
+                db.sql(INSERT_MANUAL),
+                fingerprint, alert_type, severity, title, description, service, labels,
+                auto_resolve_after, actor, dedup_key,
+            )  # fmt: skip
+            if record is not None:
+                return row_dict(record), True
+            # the key's incident committed meanwhile: this statement sees it (read committed),
+            # unless it was resolved since, and then the key is free again
+            record = await conn.fetchrow(db.sql(SELECT_OPEN_KEY), dedup_key)
+            if record is not None:
+                return row_dict(record), False
 
 
 async def get_alert(
@@ -271,7 +311,7 @@ async def get_alert(
         if record is None:
             return None
         events = await conn.fetch(db.sql(SELECT_EVENTS), alert_id)
-    return _row(record), [dict(e) for e in events]
+    return row_dict(record), [dict(e) for e in events]
 
 
 async def change_alert(
@@ -291,46 +331,48 @@ async def change_alert(
             record = await conn.fetchrow(
                 db.sql(UPDATE_LIFECYCLE),
                 alert_id, state.status, state.acknowledged_by, state.acknowledged_at,
-                state.resolved_by, state.resolved_at,
+                state.resolved_by, state.resolved_at, state.acknowledged_until,
             )  # fmt: skip
-            at = state.resolved_at if state.status == "resolved" else state.acknowledged_at
+            at = {"resolved": state.resolved_at, "acknowledged": state.acknowledged_at}.get(
+                state.status
+            )
             await conn.execute(
                 db.sql(INSERT_EVENT),
-                alert_id, event.from_status, event.to_status, event.actor, event.note, at,
+                alert_id, event.from_status, event.to_status, event.actor, event.note,
+                at or datetime.now(UTC),
             )  # fmt: skip
-    return _row(record), transition
+    return row_dict(record), transition
 
 
-async def set_silence(db: Database, alert_id: int, silence_id: str) -> bool:
-    """Record the silence of an acknowledged alert; False when it was resolved meanwhile."""
+async def open_by_key(db: Database, dedup_key: str) -> int | None:
+    """The open incident holding a dedup key, if any."""
     async with db.connection() as conn:
-        return await conn.fetchval(db.sql(SET_SILENCE), alert_id, silence_id) is not None
+        found: int | None = await conn.fetchval(db.sql(OPEN_BY_KEY), dedup_key)
+    return found
 
 
-async def resolve_due(conn: Any, db: Database) -> list[tuple[int, str | None]]:
-    """Resolve alerts whose ``auto_resolve_after`` elapsed; (id, silence_id) of each."""
-    rows = await conn.fetch(db.sql(AUTO_RESOLVE))
-    return [(r["id"], r["silence_id"]) for r in rows]
-
-
-async def silenced_open(db: Database) -> list[tuple[int, str, datetime]]:
-    """(id, fingerprint, starts_at) of acknowledged Alertmanager incidents with a silence."""
+async def add_note(db: Database, alert_id: int, by: str, note: str) -> dict[str, Any] | None:
+    """Keep a note on an incident as an event; None when there is no such incident."""
     async with db.connection() as conn:
-        rows = await conn.fetch(db.sql(SILENCED_OPEN))
-    return [(r["id"], r["fingerprint"], r["starts_at"]) for r in rows]
+        record = await conn.fetchrow(db.sql(INSERT_NOTE), alert_id, by, note)
+    return None if record is None else dict(record)
 
 
-async def resolve_gone(conn: Any, db: Database, ids: list[int]) -> list[tuple[int, str | None]]:
-    """Resolve (by alertmanager) acknowledged incidents Alertmanager no longer holds."""
-    rows = await conn.fetch(db.sql(RESOLVE_GONE), ids)
-    return [(r["id"], r["silence_id"]) for r in rows]
+async def resolve_due(conn: Any, db: Database) -> list[int]:
+    """Resolve alerts whose ``auto_resolve_after`` elapsed; their ids."""
+    return [r["id"] for r in await conn.fetch(db.sql(AUTO_RESOLVE))]
+
+
+async def expire_acknowledgements(conn: Any, db: Database) -> list[int]:
+    """Acknowledgements whose ``until`` came return to active; their ids."""
+    return [r["id"] for r in await conn.fetch(db.sql(EXPIRE_ACKNOWLEDGEMENTS))]
 
 
 async def list_alerts(
     db: Database, filters: dict[str, Any], after: tuple[datetime, int] | None, limit: int
 ) -> list[dict[str, Any]]:
     """Alerts newest first (by starts_at, id), filtered; ``after`` continues a page."""
-    return [_row(r) for r in await LIST.page(db, filters, after, limit)]
+    return [row_dict(r) for r in await LIST.page(db, filters, after, limit)]
 
 
 async def count_alerts(db: Database) -> dict[tuple[str, str], int]:
@@ -340,56 +382,8 @@ async def count_alerts(db: Database) -> dict[tuple[str, str], int]:
     return {(r["status"], r["severity"]): r["n"] for r in rows}
 
 
-_DEMO = [
-    # (title, severity, alert_type, service, status, hours ago)
-    ("Dashboard API p95 latency above 1s", "high", "performance", "dashboard_api", "active", 1),
-    ("Orders missing e-mail addresses", "medium", "data_quality", "supabase_db", "active", 3),
-    ("Sync worker restarted 5 times", "critical", "system_error", "data_sync", "active", 0.2),
-    ("Freshness of warehouse orders over 6h", "medium", "data_quality", "data_sync",
-     "acknowledged", 8),
-    ("Disk 85% full on db-1", "high", "system_error", "supabase_db", "acknowledged", 5),
-    ("Repeated failed logins for admin", "critical", "security", "dashboard_api", "resolved", 30),
-    ("Report generation slower than 30s", "low", "performance", "dashboard_api", "resolved", 50),
-    ("Kajabi members with invalid e-mail", "medium", "data_quality", "supabase_db", "resolved", 72),
-]  # fmt: skip
-
-
-async def seed_demo(db: Database) -> int:
-    """Insert the demo incidents (a few in each state) unless they are there; how many added."""
-    now = datetime.now(UTC)
-    async with db.transaction() as conn:
-        if await conn.fetchval(
-            db.sql("SELECT 1 FROM __SCHEMA__.system_alerts WHERE fingerprint LIKE 'demo-%' LIMIT 1")
-        ):
-            return 0
-        for i, (title, severity, alert_type, service, status, hours) in enumerate(_DEMO):
-            starts = now - timedelta(hours=hours)
-            labels = msgspec.json.encode(
-                {"alertname": title.split(" ")[0], "service": service, "severity": severity}
-            ).decode()
-            alert_id = await conn.fetchval(
-                db.sql("""
-                INSERT INTO __SCHEMA__.system_alerts (fingerprint, starts_at, alert_type, severity,
-                    title, service_name, labels, source, status, acknowledged_by, acknowledged_at,
-                    resolved_by, resolved_at)
-                VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7::jsonb, 'exporter', $8::text,
-                    CASE WHEN $8 <> 'active' THEN 'oncall' END,
-                    CASE WHEN $8 <> 'active' THEN $2::timestamptz + interval '10 minutes' END,
-                    CASE WHEN $8 = 'resolved' THEN 'oncall' END,
-                    CASE WHEN $8 = 'resolved' THEN $2::timestamptz + interval '1 hour' END)
-                RETURNING id"""),
-                f"demo-{i}", starts, alert_type, severity, title, service, labels, status,
-            )  # fmt: skip
-            steps: list[tuple[str | None, str, str, timedelta]] = [
-                (None, "active", "exporter", timedelta()),
-            ]
-            if status != "active":
-                steps.append(("active", "acknowledged", "oncall", timedelta(minutes=10)))
-            if status == "resolved":
-                steps.append(("acknowledged", "resolved", "oncall", timedelta(hours=1)))
-            for from_status, to_status, actor, delay in steps:
-                await conn.execute(
-                    db.sql(INSERT_EVENT), alert_id, from_status, to_status, actor, None,
-                    starts + delay,
-                )  # fmt: skip
-    return len(_DEMO)
+async def count_in_maintenance(db: Database) -> dict[tuple[int, str], int]:
+    """Open incidents opened in a maintenance window, by (window, severity)."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(db.sql(MAINTENANCE_COUNTS))
+    return {(r["maintenance_id"], r["severity"]): r["n"] for r in rows}

@@ -1,25 +1,36 @@
-"""The alert bridge's routes: the Alertmanager webhook, manual alerts and their lifecycle.
-
-Its state and background work are in ``features.alerts``, its families in ``exposition.alerts``.
-"""
+"""The alerts API: manual alerts, lists, and the lifecycle (the webhook is
+``web.alertmanager``). State and background work are in ``features.alerts``, the wire types in
+``domain.alert_records``."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from exporter.config.types import parse_duration
 from exporter.domain import alert as lifecycle
-from exporter.domain.limits import NoNul, RowId, Text, Timestamp
-from exporter.features import alerts
-from exporter.features.alerts import BRIDGE
-from exporter.features.core import CONFIG, DATABASE, SELF_METRICS
-from exporter.inputs import alertmanager as webhook
-from exporter.storage import StorageUnavailable
+from exporter.domain import alertmanager as am
+from exporter.domain.alert_records import (
+    MAX_AUTO_RESOLVE,
+    Acknowledge,
+    Alert,
+    AlertEvent,
+    AlertPath,
+    AlertQuery,
+    AlertWithEvents,
+    NewAlert,
+    NewNote,
+    Resolve,
+    ResolveByKey,
+    Unacknowledge,
+)
+from exporter.features import alertmanager, alerts
+from exporter.features.core import CONFIG, DATABASE
 from exporter.storage import alerts as storage
 from exporter.storage.idempotency import Duplicate
 from exporter.web import idempotency
@@ -37,179 +48,18 @@ from exporter.web.payload import (
 )
 
 log = logging.getLogger(__name__)
-
-Title = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=500)]
-Name = Annotated[str, NoNul, msgspec.Meta(min_length=1, max_length=200)]
-Note = Annotated[str, NoNul, msgspec.Meta(max_length=2000)]
-MAX_AUTO_RESOLVE = 366 * 86400
-# a Prometheus-style duration (30m, 1h30m), as config.types.parse_duration reads it
-DurationText = Annotated[
-    str, msgspec.Meta(pattern=r"^\s*(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+\s*$", max_length=64)
-]
-Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_AUTO_RESOLVE)]
-
-
-class Alert(msgspec.Struct, frozen=True):
-    """One incident: the columns of ``system_alerts``."""
-
-    id: int
-    fingerprint: str
-    alert_type: lifecycle.AlertType
-    severity: lifecycle.Severity
-    status: lifecycle.Status
-    title: str
-    description: str | None
-    service_name: str | None
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    source: lifecycle.Source
-    generator_url: str | None
-    starts_at: datetime
-    ends_at: datetime | None
-    acknowledged_by: str | None
-    acknowledged_at: datetime | None
-    resolved_by: str | None
-    resolved_at: datetime | None
-    auto_resolve: bool
-    auto_resolve_at: datetime | None
-    silence_id: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class AlertEvent(msgspec.Struct, frozen=True):
-    """One lifecycle change of an incident."""
-
-    id: int
-    from_status: lifecycle.Status | None
-    to_status: lifecycle.Status
-    actor: str
-    note: str | None
-    at: datetime
-
-
-class AlertWithEvents(Alert, frozen=True):
-    """An incident and its history, oldest change first."""
-
-    events: list[AlertEvent] = []
-
-
-class NewAlert(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A manual alert (the seed's ``createAlert``).
-
-    ``auto_resolve_after`` is a duration (``30m``, ``1h30m``) or seconds, more than 0 and at
-    most 366 days.
-    """
-
-    title: Title
-    severity: lifecycle.Severity
-    alert_type: lifecycle.AlertType
-    service: Name | None = None
-    description: Annotated[str, NoNul, msgspec.Meta(max_length=10_000)] | None = None
-    labels: dict[Text, Text] = {}
-    auto_resolve_after: DurationText | Seconds | None = None
-
-
-class Acknowledge(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Who acknowledges, and why (optional)."""
-
-    by: Name
-    note: Note | None = None
-
-
-class Resolve(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Who resolves, and a note."""
-
-    by: Name
-    note: Note | None = None
-
-
-class AlertPath(msgspec.Struct, frozen=True):
-    """The path of ``/api/v1/alerts/{id}`` and its actions."""
-
-    id: RowId
-
-
-class AlertQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Filters of ``GET /api/v1/alerts`` (status, severity, alert_type may repeat).
-
-    ``cursor`` is a previous page's ``next_cursor``.
-    """
-
-    status: list[lifecycle.Status] | lifecycle.Status | None = None
-    severity: list[lifecycle.Severity] | lifecycle.Severity | None = None
-    alert_type: list[lifecycle.AlertType] | lifecycle.AlertType | None = None
-    service: Text | None = None
-    since: Timestamp | None = None
-    until: Timestamp | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-    cursor: Text | None = None
-
-
-class WebhookReceipt(msgspec.Struct, frozen=True):
-    """What a notification did once committed."""
-
-    alerts: int
-    opened: int
-    resolved: int
-    duplicates: int
-
-
 # ----------------------------------------------------------------------------- handlers
 
 
-async def receive_webhook(request: web.Request) -> web.Response:
-    """``POST /api/v1/alertmanager``: store a notification; 200 once it is committed."""
-    bridge = request.app[BRIDGE]
-    bridge.metrics.notifications.inc()
-    try:
-        media_type(request, ("application/json",))
-        body = await read_body(request, request.app[CONFIG].web.alertmanager_max_body_bytes)
-        key = idempotency.key_of(request, body)
-        if (replayed := await idempotency.replay(request, key)) is not None:
-            return replayed
-        notification = _parse_notification(request, body)
-    except ApiError as exc:
-        bridge.metrics.notifications_rejected.labels(exc.code).inc()
-        request.app[SELF_METRICS].writes_rejected.labels("system_alerts", exc.code).inc()
-        raise
-    records = [webhook.to_record(a) for a in notification.alerts]
-    resolved = sum(r.signal == "resolved" for r in records)
-    bridge.metrics.alerts.labels("firing").inc(len(records) - resolved)
-    bridge.metrics.alerts.labels("resolved").inc(resolved)
-
-    def receipt(outcome: storage.Outcome) -> WebhookReceipt:
-        opened = sum(c.inserted for c in outcome.changed)
-        return WebhookReceipt(
-            len(records), opened, len(outcome.changed) - opened, outcome.duplicates
-        )
-
-    try:
-        outcome = await alerts.receive(
-            request.app, records, key, lambda o: idempotency.render(200, receipt(o))
-        )
-    except StorageUnavailable:
-        bridge.metrics.notifications_rejected.labels("storage_unavailable").inc()
-        raise
-    if isinstance(outcome, Duplicate):
-        assert key is not None
-        return await idempotency.replayed(request, key)
-    return json_response(receipt(outcome))
-
-
-def _parse_notification(request: web.Request, body: bytes) -> webhook.Notification:
-    # the payload's own checks below are column-wise: this route is the bulk path
-    notification = decode_json(body, webhook.decoder, check=False)
-    problems = webhook.problems(notification)
-    if problems:
-        request.app[BRIDGE].metrics.alerts_rejected.inc(len(notification.alerts))
-        details = [Detail(path, message) for path, message in problems[:20]]
-        raise ApiError(400, "invalid_body", "the body holds values that cannot be stored", details)
-    return notification
+def as_alert(app: web.Application, row: dict[str, Any]) -> Alert:
+    """An incident's row as the API shows it, with the Alertmanager work it waits for."""
+    waiting = am.pending(row, datetime.now(UTC), alertmanager.configured(app))
+    return msgspec.convert({**row, "alertmanager_pending": waiting}, Alert)
 
 
 async def create_alert(request: web.Request) -> web.Response:
-    """``POST /api/v1/alerts``: a manual incident, source ``api``."""
+    """``POST /api/v1/alerts``: a manual incident, source ``api``; 201, or 200 with the open
+    incident holding the same ``dedup_key``. Sent to Alertmanager when one is configured."""
     media_type(request, ("application/json",))
     raw = await read_body(request, request.app[CONFIG].web.max_body_bytes)
     key = idempotency.key_of(request, raw)
@@ -218,19 +68,26 @@ async def create_alert(request: web.Request) -> web.Response:
     body = decode_json(raw, NewAlert)
     after = _seconds(body.auto_resolve_after)
     principal = request.get(PRINCIPAL)
-    row = await alerts.create(
+
+    def render(found: tuple[dict[str, Any], bool]) -> tuple[int, bytes]:
+        row, created = found
+        return idempotency.render(201 if created else 200, as_alert(request.app, row))
+
+    found = await alerts.create(
         request.app,
         (body.alert_type, body.severity, body.title, body.description, body.service,
          msgspec.json.encode(body.labels).decode()),
         after,
         principal.name if principal else "api",
+        body.dedup_key,
         key,
-        lambda r: idempotency.render(201, msgspec.convert(r, Alert)),
+        render,
     )  # fmt: skip
-    if isinstance(row, Duplicate):
+    if isinstance(found, Duplicate):
         assert key is not None
         return await idempotency.replayed(request, key)
-    return json_response(msgspec.convert(row, Alert), status=201)
+    row, created = found
+    return json_response(as_alert(request.app, row), status=201 if created else 200)
 
 
 def _seconds(value: str | float | None) -> float | None:
@@ -260,7 +117,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         "until": query.until,
     }
     rows = await storage.list_alerts(request.app[DATABASE], filters, after, query.limit)
-    items = [msgspec.convert(r, Alert) for r in rows]
+    items = [as_alert(request.app, r) for r in rows]
     return json_response(Page(items, next_cursor(rows, query.limit, "starts_at")))
 
 
@@ -276,15 +133,38 @@ async def get_alert(request: web.Request) -> web.Response:
     if found is None:
         raise _not_found(request)
     row, events = found
-    return json_response(msgspec.convert({**row, "events": events}, AlertWithEvents))
+    alert = msgspec.structs.asdict(as_alert(request.app, row))
+    return json_response(msgspec.convert({**alert, "events": events}, AlertWithEvents))
 
 
 async def acknowledge_alert(request: web.Request) -> web.Response:
-    """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved."""
+    """``POST /api/v1/alerts/{id}/acknowledge``: idempotent; 409 when resolved. With
+    Alertmanager, a silence is made (and extended while the alert fires)."""
     alert_id = _alert_id(request)
     raw = await _small_body(request)
     body = decode_json(raw, Acknowledge)
-    return await _change(request, raw, alert_id, alerts.acknowledge, body.by, body.note)
+    if body.until is not None and body.until <= datetime.now(UTC):
+        raise ApiError(400, "invalid_body", "the body is not valid",
+                       [Detail("until", "must be in the future")])  # fmt: skip
+
+    async def action(*args: Any) -> Any:
+        return await alerts.acknowledge(request.app, alert_id, body.by, body.note, body.until,
+                                        *args)  # fmt: skip
+
+    return await _change(request, raw, alert_id, action)
+
+
+async def unacknowledge_alert(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/{id}/unacknowledge``: back to active, its silence expired;
+    idempotent; 409 when resolved."""
+    alert_id = _alert_id(request)
+    raw = await _small_body(request)
+    body = decode_json(raw, Unacknowledge)
+
+    async def action(*args: Any) -> Any:
+        return await alerts.unacknowledge(request.app, alert_id, body.by, body.note, *args)
+
+    return await _change(request, raw, alert_id, action)
 
 
 async def resolve_alert(request: web.Request) -> web.Response:
@@ -292,31 +172,83 @@ async def resolve_alert(request: web.Request) -> web.Response:
     alert_id = _alert_id(request)
     raw = await _small_body(request)
     body = decode_json(raw, Resolve)
-    return await _change(request, raw, alert_id, alerts.resolve, body.by, body.note)
+
+    async def action(*args: Any) -> Any:
+        return await alerts.resolve(request.app, alert_id, body.by, body.note, *args)
+
+    return await _change(request, raw, alert_id, action)
 
 
-async def _change(
-    request: web.Request, raw: bytes, alert_id: int, action: Any, by: str, note: str | None
-) -> web.Response:
+async def resolve_by_key(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/resolve``: resolve the open API alert holding ``dedup_key``;
+    404 when none is open."""
+    raw = await _small_body(request)
+    body = decode_json(raw, ResolveByKey)
+    principal = request.get(PRINCIPAL)
+    by = body.by or (principal.name if principal else "api")
+
+    def missing() -> ApiError:
+        return ApiError(404, "not_found", "no open alert holds this dedup_key",
+                        [Detail("dedup_key", "no open alert holds it")])  # fmt: skip
+
+    async def action(*args: Any) -> Any:
+        return await alerts.resolve_by_key(request.app, body.dedup_key, by, body.note, *args)
+
+    return await _change(request, raw, None, action, missing)
+
+
+async def add_note(request: web.Request) -> web.Response:
+    """``POST /api/v1/alerts/{id}/notes``: keep a note as an event (status unchanged); 201
+    with the event."""
+    alert_id = _alert_id(request)
+    raw = await _small_body(request)
+    body = decode_json(raw, NewNote)
     key = idempotency.key_of(request, raw)
     if (replayed := await idempotency.replay(request, key)) is not None:
         return replayed
 
+    def render(event: dict[str, Any] | None) -> tuple[int, bytes]:
+        if event is None:
+            return idempotency.render_error(_not_found(request))
+        return idempotency.render(201, msgspec.convert(event, AlertEvent))
+
+    event = await alerts.add_note(request.app, alert_id, body.by, body.note, key, render)
+    if isinstance(event, Duplicate):
+        assert key is not None
+        return await idempotency.replayed(request, key)
+    if event is None:
+        raise _not_found(request)
+    return json_response(msgspec.convert(event, AlertEvent), status=201)
+
+
+async def _change(
+    request: web.Request,
+    raw: bytes,
+    alert_id: int | None,
+    action: Callable[..., Awaitable[Any]],
+    missing: Callable[[], ApiError] | None = None,
+) -> web.Response:
+    key = idempotency.key_of(request, raw)
+    if (replayed := await idempotency.replay(request, key)) is not None:
+        return replayed
+    absent = missing or (lambda: _not_found(request))
+
     def render(row: dict[str, Any] | None) -> tuple[int, bytes]:
         if row is None:
-            return idempotency.render_error(_not_found(request))
-        return idempotency.render(200, msgspec.convert(row, Alert))
+            return idempotency.render_error(absent())
+        return idempotency.render(200, as_alert(request.app, row))
 
     try:
-        row = await action(request.app, alert_id, by, note, key, render)
+        row = await action(key, render)
     except lifecycle.Conflict as exc:
-        raise ApiError(409, "conflict", f"alert {alert_id}: {exc}") from None
+        what = f"alert {alert_id}" if alert_id is not None else "the alert"
+        raise ApiError(409, "conflict", f"{what}: {exc}") from None
     if isinstance(row, Duplicate):
         assert key is not None
         return await idempotency.replayed(request, key)
     if row is None:
-        raise _not_found(request)
-    return json_response(msgspec.convert(row, Alert))
+        raise absent()
+    return json_response(as_alert(request.app, row))
 
 
 async def _small_body(request: web.Request) -> bytes:
@@ -337,22 +269,30 @@ def setup(app: web.Application) -> None:
     api, tags = app[API], ("alerts",)
     conflict = {404: "no such alert", 409: "the alert is resolved"}
     for route in (
-        Route("POST", "/api/v1/alertmanager", receive_webhook,
-              "Alertmanager webhook (payload version 4)", "write", body=webhook.Notification,
-              response=WebhookReceipt, tags=tags, responses={413: "body too large"},
-              idempotent=True),
         Route("GET", "/api/v1/alerts", list_alerts, "List alerts", "read", query=AlertQuery,
               response=Page[Alert], tags=tags),
         Route("POST", "/api/v1/alerts", create_alert, "Create an alert", "write", body=NewAlert,
-              response=Alert, status=201, tags=tags, idempotent=True),
+              response=Alert, status=201, tags=tags, idempotent=True,
+              also={200: "an open alert holds the dedup_key: that alert"}),
+        Route("POST", "/api/v1/alerts/resolve", resolve_by_key,
+              "Resolve the open API alert with a dedup key", "write", body=ResolveByKey,
+              response=Alert, tags=tags, responses={404: "no open alert holds the key"},
+              idempotent=True),
         Route("GET", "/api/v1/alerts/{id}", get_alert, "One alert with its events", "read",
               response=AlertWithEvents, tags=tags, responses={404: "no such alert"},
-              path_params=AlertPath),
+              path_params=AlertPath, router_path="/api/v1/alerts/{id:(?!resolve$)[^/]+}"),
         Route("POST", "/api/v1/alerts/{id}/acknowledge", acknowledge_alert,
               "Acknowledge an alert", "ack", body=Acknowledge, response=Alert, tags=tags,
               responses=conflict, path_params=AlertPath, idempotent=True),
+        Route("POST", "/api/v1/alerts/{id}/unacknowledge", unacknowledge_alert,
+              "Return an acknowledged alert to active", "ack", body=Unacknowledge,
+              response=Alert, tags=tags, responses=conflict, path_params=AlertPath,
+              idempotent=True),
         Route("POST", "/api/v1/alerts/{id}/resolve", resolve_alert, "Resolve an alert",
               "ack", body=Resolve, response=Alert, tags=tags, responses={404: "no such alert"},
               path_params=AlertPath, idempotent=True),
+        Route("POST", "/api/v1/alerts/{id}/notes", add_note, "Keep a note on an alert", "ack",
+              body=NewNote, response=AlertEvent, status=201, tags=tags,
+              responses={404: "no such alert"}, path_params=AlertPath, idempotent=True),
     ):  # fmt: skip
         api.add(app, route)

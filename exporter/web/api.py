@@ -43,6 +43,11 @@ class Route:
     messages: Any = None
     #: takes an Idempotency-Key header (a retry with the key gets the first outcome)
     idempotent: bool = False
+    #: more success statuses with the same body as ``status`` (e.g. 200 beside 201), and when
+    also: dict[int, str] = field(default_factory=dict)
+    #: the path as the router matches it, when a parameter must not take a sibling route's
+    #: literal segment (``{id:(?!resolve$)[^/]+}``); the document shows ``path``
+    router_path: str | None = None
     #: further request and success media types with their own (raw) schemas, for bodies
     #: that are not JSON (OTLP's protobuf)
     other_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -58,7 +63,9 @@ class Api:
 
     def add(self, app: web.Application, route: Route) -> None:
         """Add a route to the app's router."""
-        registered = app.router.add_route(route.method, route.path, route.handler)
+        registered = app.router.add_route(
+            route.method, route.router_path or route.path, route.handler
+        )
         self.routes.append(route)
         self._scopes[registered] = route.scope
 
@@ -113,6 +120,8 @@ class Api:
                     ct: {"schema": other} for ct, other in r.other_responses.items()
                 }
             op["responses"][str(r.status)] = ok
+            for code, text in r.also.items():
+                op["responses"][str(code)] = {**ok, "description": text}
             for code, text in sorted(_errors(r).items()):
                 op["responses"][str(code)] = _error_response(code, text)
             paths.setdefault(r.path, {})[r.method.lower()] = op

@@ -8,17 +8,23 @@ from aiohttp import web
 
 from exporter import demo
 from exporter.config import Config
+from exporter.features import alertmanager as alertmanager_feature
 from exporter.features import alerts as alerts_feature
 from exporter.features import core, overview
 from exporter.features import health as health_feature
+from exporter.features import heartbeats as heartbeats_feature
+from exporter.features import maintenance as maintenance_feature
 from exporter.features import performance_logs as logs_feature
 from exporter.features import quality as quality_feature
 from exporter.features import stream as stream_feature
 from exporter.features.core import SELF_METRICS
 from exporter.web import (
+    alertmanager,
     alerts,
     auth,
     health,
+    heartbeats,
+    maintenance,
     metrics,
     otlp,
     performance_logs,
@@ -74,6 +80,9 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
     core.setup(app, config, dsn, replica or core.replica_name(config, None))
     for feature in (
         health_feature,
+        alertmanager_feature,
+        heartbeats_feature,
+        maintenance_feature,
         alerts_feature,
         quality_feature,
         logs_feature,
@@ -89,6 +98,17 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
     probes.setup(app)
     metrics.setup(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
-    for routes in (health, alerts, performance_logs, otlp, quality, stream, selftest):
+    for routes in (
+        health,
+        alertmanager,
+        alerts,
+        maintenance,
+        heartbeats,
+        performance_logs,
+        otlp,
+        quality,
+        stream,
+        selftest,
+    ):
         routes.setup(app)
     return app

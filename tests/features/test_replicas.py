@@ -36,6 +36,8 @@ DOMAIN = (
     "monitoring_operation_duration_seconds_count",
     "monitoring_operation_duration_seconds_sum",
     "monitoring_quality_check_success",
+    "monitoring_maintenance",
+    "monitoring_heartbeat_last_seen_timestamp_seconds",
 )
 
 
@@ -98,6 +100,7 @@ async def replicas(tmp_path: Path, database_url: str, target: int) -> AsyncItera
         "auth": {"disabled": True},
         "host": {"enabled": False},
         "metrics": {"resync_interval": "5s"},
+        "heartbeats": [{"name": "nightly", "interval": "1h"}],
         "services": [
             {
                 "name": "target",
@@ -174,6 +177,14 @@ async def test_replicas_agree_within_two_seconds_of_writes_spread_over_them(
     logs = [{"operation_type": "api_call", "duration_ms": 10 * i, "status": "success"}
             for i in range(30)]  # fmt: skip
     assert await replicas.post(next(nodes), "/api/v1/performance-logs", logs) == 200
+    window = {"matchers": {"service": "svc1"}, "ends_at": "2100-01-01T00:00:00Z",
+              "starts_at": "2099-12-31T00:00:00Z"}  # fmt: skip
+    assert await replicas.post(next(nodes), "/api/v1/maintenance", window) == 201
+    # every day, all day: in force whenever the test runs
+    window = {"matchers": {"service": "svc2"}, "starts_at": "2020-01-01T00:00:00Z",
+              "ends_at": "2020-01-02T00:00:00Z", "recurrence": "daily"}  # fmt: skip
+    assert await replicas.post(next(nodes), "/api/v1/maintenance", window) == 201
+    assert await replicas.post(next(nodes), "/api/v1/heartbeats/nightly", None) == 200
     written = time.monotonic()
 
     async def all_there() -> bool:
@@ -185,6 +196,8 @@ async def test_replicas_agree_within_two_seconds_of_writes_spread_over_them(
                 or m["monitoring_data_quality_score"].get(("d1", "accuracy", "shop")) != 95
                 or m["monitoring_operation_duration_seconds_count"].get(("api_call", "success"))
                 != 30
+                or m["monitoring_maintenance"] != {("svc2",): 1.0}
+                or not m["monitoring_heartbeat_last_seen_timestamp_seconds"].get(("nightly",))
             ):
                 return False
         return await identical(replicas, replicas.domain) and await identical(
