@@ -19,6 +19,10 @@ WRITER_FUNCTIONS = {
     "prune_replica_state",
     # rollups past their (clamped) retention
     "prune_performance_rollups",
+    # the change log past its (clamped) retention, and the overview's verdict (migration 7):
+    # the writer reads the log but never writes it
+    "prune_change_log",
+    "record_verdict",
 }
 # Read-only helpers of the performance-log rollups (migration 9): the caller's rights (no
 # SECURITY DEFINER, no settings), so calling them grants nothing the caller's SELECTs do not.
@@ -350,8 +354,9 @@ async def test_the_reader_stays_select_only(db: asyncpg.Connection, reader: str)
             " WHERE n.nspname = 'monitoring' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
         )
         # the six of the contract, counts, the retention policy, migration 6's state, and
-        # migration 8's maintenance windows and heartbeats, migration 9's rollups
-        assert len(tables) == 19
+        # migration 8's maintenance windows and heartbeats, migration 9's rollups, migration
+        # 7's change log and its state
+        assert len(tables) == 21
         for table, column in tables:
             for statement in (
                 f"INSERT INTO monitoring.{table} DEFAULT VALUES",

@@ -92,6 +92,7 @@ async def test_a_pass_deletes_expired_rows_of_the_other_tables(
         "data_quality_indicators": 0,
         "system_alerts": 1,
         "idempotency_keys": 0,
+        "change_log": 0,
         "health_series": 0,
     }
     assert await db.fetchval("SELECT count(*) FROM monitoring.system_health_metrics") == 1

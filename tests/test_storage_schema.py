@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 import pytest
@@ -111,10 +112,12 @@ async def test_writer_keeps_partitions_and_retention_through_definer_functions(
     assert dropped == 1
 
 
-async def test_inserts_notify_with_ids_not_rows(db: asyncpg.Connection, database_url: str) -> None:
+async def test_inserts_are_logged_for_the_stream_and_alert_rows_notify_ids(
+    db: asyncpg.Connection, database_url: str
+) -> None:
     listener = await asyncpg.connect(database_url)
     got: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-    for channel in ("health_metrics", "system_alerts", "data_quality"):
+    for channel in ("change_log", "system_alerts"):
         await listener.add_listener(
             channel, lambda _c, _p, ch, payload: got.put_nowait((ch, payload))
         )
@@ -123,10 +126,15 @@ async def test_inserts_notify_with_ids_not_rows(db: asyncpg.Connection, database
             "INSERT INTO monitoring.system_health_metrics (service_name, metric_type, value, status)"
             " VALUES ('api', 'cpu', 0.5, 'healthy'), ('api', 'mem', 0.2, 'healthy')"
         )
-        channel, payload = await asyncio.wait_for(got.get(), 5)
-        assert channel == "health_metrics"
-        assert '"op" : "insert"' in payload
-        assert '"ids" : [1,2]' in payload
+        # one wake-up per statement; the rows are in the log, in order, as the client sees them
+        assert await asyncio.wait_for(got.get(), 5) == ("change_log", "")
+        logged = await db.fetch(
+            "SELECT channel, op, data FROM monitoring.change_log"
+            " WHERE channel = 'health_metrics' ORDER BY xid, id"
+        )
+        assert [(r["channel"], r["op"]) for r in logged] == [("health_metrics", "insert")] * 2
+        assert [json.loads(r["data"])["metric_type"] for r in logged] == ["cpu", "mem"]
+        assert json.loads(logged[0]["data"])["created_at"].endswith("+00:00")
         await db.execute(
             "INSERT INTO monitoring.system_alerts (fingerprint, alert_type, severity, title, source, starts_at)"
             " VALUES ('f1', 'performance', 'high', 'slow', 'api', now())"

@@ -34,14 +34,41 @@ async def subscribe(
     return ws
 
 
-async def wait_subscribed(client: TestClient[Any, Any]) -> None:
-    """Wait until the server has registered the subscription (replay done, writer running)."""
+async def wait_subscribed(client: TestClient[Any, Any], n: int = 1) -> None:
+    """Wait until the server has registered the subscriptions (replay done, following live)."""
     hub = client.app[HUB]
 
     async def registered() -> bool:
-        return bool(hub.subscribers) and all(s.writer is not None for s in hub.subscribers)
+        return len(hub.subscribers) >= n
 
     await eventually(registered, timeout=5, interval=0.01)
+
+
+async def cursor_of(db: asyncpg.Connection, table: str, row_id: int) -> str:
+    """The stream cursor of the change a row made (from the change log)."""
+    key = "(data->'event'->>'id')" if table == "system_alert_events" else "(data->>'id')"
+    channel = {
+        "system_health_metrics": "health_metrics",
+        "data_quality_indicators": "data_quality",
+        "system_alert_events": "system_alerts",
+    }[table]
+    query = (
+        f"SELECT xid::text AS xid, id, xid < pg_snapshot_xmin(pg_current_snapshot()) AS released"
+        f" FROM monitoring.change_log WHERE channel = $1 AND {key}::bigint = $2"
+    )
+
+    # a client only ever holds released cursors (every older transaction has finished)
+    async def released() -> bool:
+        return bool((await db.fetchrow(query, channel, row_id))["released"])
+
+    await eventually(released, timeout=10, interval=0.01)
+    row = await db.fetchrow(query, channel, row_id)
+    return f"{row['xid']}-{row['id']}"
+
+
+def order(cursor: str) -> tuple[int, int]:
+    xid, _, row = cursor.partition("-")
+    return (int(xid), int(row))
 
 
 async def test_live_inserts_arrive_as_events(
@@ -56,7 +83,8 @@ async def test_live_inserts_arrive_as_events(
     assert event["type"] == "event"
     assert event["channel"] == "health_metrics"
     assert event["op"] == "insert"
-    assert event["cursor"] == str(row_id)
+    assert event["cursor"] == await cursor_of(db, "system_health_metrics", row_id)
+    assert event["data"]["id"] == row_id
     assert event["data"]["service_name"] == "api"
     assert event["data"]["value"] == 0.25
     assert event["data"]["metadata"] == {}
@@ -72,14 +100,16 @@ async def test_after_a_cursor_the_missed_changes_are_replayed_first(
         client,
         {
             "channels": ["health_metrics"],
-            "after": {"health_metrics": str(ids[1])},
+            "after": {"health_metrics": await cursor_of(db, "system_health_metrics", ids[1])},
             "filter": {"service": "api"},
         },
     )
-    assert [(await next_event(ws))["cursor"] for _ in range(2)] == [str(ids[2]), str(ids[3])]
+    assert [(await next_event(ws))["data"]["id"] for _ in range(2)] == ids[2:]
     await wait_subscribed(client)
     live = await db.fetchval(INSERT_HEALTH, "api", 9.0)
-    assert (await next_event(ws))["cursor"] == str(live)
+    event = await next_event(ws)
+    assert event["data"]["id"] == live
+    assert event["cursor"] == await cursor_of(db, "system_health_metrics", live)
     await ws.close()
 
 
@@ -131,7 +161,7 @@ async def test_filters_narrow_by_service(make_client: MakeClient, db: asyncpg.Co
     await db.fetchval(INSERT_HEALTH, "api", 1.0)
     wanted = await db.fetchval(INSERT_HEALTH, "db", 2.0)
     event = await next_event(ws)
-    assert event["cursor"] == str(wanted)
+    assert event["data"]["id"] == wanted
     await ws.close()
 
 
@@ -140,13 +170,20 @@ async def test_filters_narrow_by_service(make_client: MakeClient, db: asyncpg.Co
     [
         {"type": "subscribe", "channels": ["nope"]},
         {"type": "subscribe", "channels": ["health_metrics"], "after": {"health_metrics": "x"}},
-        # a cursor beyond bigint would fail the replay query: refused like any bad cursor
+        # the old cursor (a row id) is refused like any bad cursor
+        {"type": "subscribe", "channels": ["health_metrics"], "after": {"health_metrics": "12"}},
+        # beyond bigint would fail the replay query
         {
             "type": "subscribe",
             "channels": ["health_metrics"],
-            "after": {"health_metrics": "9999999999999999999"},
+            "after": {"health_metrics": "9999999999999999999-1"},
         },
-        {"type": "subscribe", "channels": ["health_metrics"], "after": {"health_metrics": "١٢"}},
+        {
+            "type": "subscribe",
+            "channels": ["health_metrics"],
+            "after": {"health_metrics": "\u0661-\u0662"},
+        },
+        {"type": "subscribe", "channels": ["health_metrics"], "after": {"health_metrics": "01-2"}},
         {"type": "hello"},
     ],
 )
@@ -221,7 +258,7 @@ async def test_webhook_acknowledge_and_resolve_reach_the_stream(make_client: Mak
     resolved = await next_event(ws)
     assert resolved["data"]["event"]["to_status"] == "resolved"
     assert resolved["data"]["resolved_by"] == "alertmanager"
-    assert int(opened["cursor"]) < int(acked["cursor"]) < int(resolved["cursor"])
+    assert order(opened["cursor"]) < order(acked["cursor"]) < order(resolved["cursor"])
     await ws.close()
 
 
@@ -233,7 +270,7 @@ async def test_pushed_health_metrics_reach_the_stream(make_client: MakeClient) -
     resp = await client.post("/api/v1/health-metrics", json=push)
     assert resp.status == 201
     event = await next_event(ws)
-    assert event["cursor"] == str((await resp.json())["id"])
+    assert event["data"]["id"] == (await resp.json())["id"]
     assert event["data"]["value"] == 0.25
     assert event["data"]["unit"] == "s"
     await ws.close()

@@ -67,9 +67,14 @@ class Retention(Section, frozen=True):
     idempotency_keys: Duration = msgspec.field(default_factory=lambda: Duration(86400))
     #: the most keys kept: past it the oldest go first, even before their time is up
     idempotency_max_keys: int = 1_000_000
+    #: changes the stream can replay (a client resuming from an older cursor starts over);
+    #: at least an hour
+    change_log: Duration = msgspec.field(default_factory=lambda: Duration(86400))
 
     def __post_init__(self) -> None:
         if self.idempotency_keys.seconds < 86400:
             raise ValueError("idempotency_keys: must be at least 24h")
         if self.idempotency_max_keys < 10_000:
             raise ValueError("idempotency_max_keys: must be at least 10000")
+        if self.change_log.seconds < 3600:
+            raise ValueError("change_log: must be at least 1h")

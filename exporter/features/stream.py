@@ -1,7 +1,12 @@
-"""The change stream's state: the hub that turns notifications into changes for subscribers.
+"""The change stream's state: one hub per replica tailing the change log, and subscribers.
 
-The WebSocket handler (``web.stream``) registers subscribers here; the hub reads the rows a
-notification names (``storage.changes``) and offers them to every subscriber's queue.
+The hub reads released changes (``storage.changes``) after its position whenever the log's
+triggers notify, every ``POLL`` seconds anyway, and at once after the listener reconnects, so
+nothing committed while the LISTEN connection was down waits for the next write. It offers
+each change to every subscriber. A subscriber is transport-free: the WebSocket
+(``web.stream``) and Server-Sent Events (``web.events``) give it a ``send`` callable.
+A subscriber with a cursor replays from the log until it has reached the hub's position, then
+joins the hub in the same step (no await in between), so it skips nothing and repeats nothing.
 """
 
 from __future__ import annotations
@@ -9,139 +14,229 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
-from exporter.domain.subscription import Event, Filter, Subscribe, matches
+from exporter.domain.subscription import Cursor, Event, Filter, Reset, format_cursor, matches
 from exporter.features.core import DATABASE, LISTENER, SUPERVISOR
-from exporter.storage.changes import Change, ChangeFeed, Notice
+from exporter.storage.changes import PAGE, WAKE_CHANNEL, Change, ChangeFeed, Standing
 
 log = logging.getLogger(__name__)
 
-_encoder = msgspec.json.Encoder()
-_notice = msgspec.json.Decoder(Notice)
+TASK = "stream-hub"
+#: seconds between two reads of the log when no notification came (the safety net)
+POLL = 1.0
 TRY_AGAIN_LATER = 1013
+INTERNAL_ERROR = 1011
+GOING_AWAY = 1001
+Message = Event | Reset
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Closed(Exception):
+    """The subscription ends: ``code`` is the WebSocket close code (1013: resume later with
+    your cursor; 1011: the server could not read the log)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class FutureCursor(ValueError):
+    """A cursor this service never released."""
 
 
 class Subscriber:
-    """One WebSocket client: what it wants and a bounded queue of what it has yet to get."""
+    """One client: what it wants, the changes it has yet to get, and the last it got."""
 
-    def __init__(self, ws: web.WebSocketResponse, sub: Subscribe, queue_size: int) -> None:
-        self.ws = ws
-        self.channels = set(sub.channels)
-        self.filter: Filter = sub.filter
-        self.queue: asyncio.Queue[Change] = asyncio.Queue(queue_size)
-        self.replayed: dict[str, int] = {}
-        self.overflowed = False
-        self.writer: asyncio.Task[None] | None = None
+    def __init__(self, channels: list[str], flt: Filter, queue_size: int, send: Send) -> None:
+        self.channels = frozenset(channels)
+        self.filter = flt
+        self.queue_size = queue_size
+        self.send = send
+        self.queue: deque[Change] = deque()
+        #: the client has every change up to here (sent, or not for it)
+        self.position: Cursor = (0, 0)
+        self.failure: Closed | None = None
+        self._wake = asyncio.Event()
 
     def offer(self, change: Change) -> None:
         """Queue a change if wanted; a full queue means the client cannot keep up."""
-        if change.channel not in self.channels or self.overflowed:
+        if self.failure is not None or change.channel not in self.channels:
             return
         if not matches(self.filter, change.channel, change.data):
             return
-        try:
-            self.queue.put_nowait(change)
-        except asyncio.QueueFull:
-            # disconnect this client rather than slow the others or grow without bound
-            self.overflowed = True
-            if self.writer is not None:
-                self.writer.cancel()
-
-    async def send(self, change: Change) -> None:
-        """Send one change, unless replay already sent it."""
-        if change.cursor <= self.replayed.get(change.channel, 0):
+        if len(self.queue) >= self.queue_size:
+            # close this client rather than slow the others or grow without bound
+            self.fail(Closed(TRY_AGAIN_LATER, "client too slow: resume with your last cursor"))
             return
-        event = Event(change.channel, change.op, str(change.cursor), change.data)
-        await self.ws.send_bytes(_encoder.encode(event))
+        self.queue.append(change)
+        self._wake.set()
+
+    def fail(self, failure: Closed) -> None:
+        """End the subscription (its writer raises ``failure``)."""
+        if self.failure is None:
+            self.failure = failure
+            self.queue.clear()
+        self._wake.set()
+
+    async def deliver(self, change: Change) -> None:
+        """Send a change unless the client has it already; it is the client's position then."""
+        if change.cursor <= self.position:
+            return
+        if change.channel in self.channels and matches(self.filter, change.channel, change.data):
+            await self.send(
+                Event(change.channel, change.op, format_cursor(change.cursor), change.data)
+            )
+        self.position = change.cursor
 
     async def write(self) -> None:
-        """Send queued changes until cancelled; after an overflow, close with 1013."""
-        try:
-            while True:
-                await self.send(await self.queue.get())
-        except asyncio.CancelledError:
-            if not self.overflowed:
-                raise
-            await self.ws.close(code=TRY_AGAIN_LATER, message=b"client too slow")
+        """Send queued changes until the subscription fails (raises Closed)."""
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            if not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self.deliver(self.queue.popleft())
 
 
 class Hub:
-    """Turns notifications into changes and offers them to every subscriber."""
+    """Tails the change log for this replica and offers every change to every subscriber."""
 
     def __init__(self, feed: ChangeFeed) -> None:
         self.feed = feed
         self.subscribers: set[Subscriber] = set()
+        #: open WebSockets, subscribed or not (closed at shutdown)
         self.sockets: set[web.WebSocketResponse] = set()
-        self._notices: asyncio.Queue[tuple[str, str]] = asyncio.Queue(10_000)
-        self._alert_seen: dict[int, int] = {}
+        #: every change up to here was offered (None until the first read)
+        self.position: Cursor | None = None
+        self._wake = asyncio.Event()
+        self._started = asyncio.Event()
 
-    def notify(self, channel: str, payload: str) -> None:
-        """Listener callback: remember the notification if anybody listens to its channel."""
-        if any(channel in s.channels for s in self.subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                self._notices.put_nowait((channel, payload))
+    def wake(self, *_: object) -> None:
+        """Read the log now (a notification came, or the listener reconnected)."""
+        self._wake.set()
 
-    async def run(self) -> None:
-        """Read the rows each notification names and fan them out."""
+    async def started(self) -> Cursor:
+        """The hub's position, once it has one."""
+        await self._started.wait()
+        assert self.position is not None
+        return self.position
+
+    async def run(self, supervisor: Any = None) -> None:
+        """Read and offer released changes until cancelled; a failed read closes every
+        subscriber with 1011 (they resume with their cursors) and raises."""
+        if self.position is None:
+            self.position = await self.feed.head()
+            self._started.set()
         while True:
-            channel, payload = await self._notices.get()
-            notice = _notice.decode(payload)
-            changes = await self.feed.changes(channel, notice)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.catch_up()
+            except Exception:
+                for subscriber in list(self.subscribers):
+                    subscriber.fail(Closed(INTERNAL_ERROR, "could not read the change log"))
+                raise
+            if supervisor is not None:
+                supervisor.succeeded(TASK)
+
+    async def catch_up(self) -> None:
+        """Offer every change released after the hub's position."""
+        assert self.position is not None
+        while True:
+            changes = await self.feed.after(self.position)
             for n, change in enumerate(changes, 1):
+                for subscriber in list(self.subscribers):
+                    subscriber.offer(change)
+                self.position = change.cursor
                 if n % 64 == 0:
                     # let the writers drain, so a burst is not mistaken for a slow client
                     await asyncio.sleep(0)
-                if channel == "system_alerts":
-                    # one notification per statement may name an alert seen before
-                    alert_id = change.data["id"]
-                    if change.cursor <= self._alert_seen.get(alert_id, 0):
-                        continue
-                    self._alert_seen[alert_id] = change.cursor
-                    if len(self._alert_seen) > 100_000:
-                        self._alert_seen.clear()
-                for subscriber in list(self.subscribers):
-                    subscriber.offer(change)
+            if len(changes) < PAGE:
+                return
 
 
 HUB = web.AppKey("stream_hub", Hub)
 
 
-async def replay(subscriber: Subscriber, feed: ChangeFeed, after: dict[str, int]) -> None:
-    """Send a subscriber every change after its cursors, oldest first."""
-    for channel, cursor in after.items():
+async def resolve(hub: Hub, after: Cursor | None) -> tuple[Cursor | None, Reset | None]:
+    """Where a new subscription starts: after its cursor, or (None) at the hub's position,
+    with a reset message when changes after the cursor were pruned. Raises FutureCursor for
+    a cursor this service never released."""
+    position = await hub.started()
+    if after is None:
+        return None, None
+    standing = await hub.feed.standing(after)
+    if standing is Standing.FUTURE:
+        raise FutureCursor("the cursor is ahead of every change this service released")
+    if standing is Standing.PRUNED:
+        message = "changes after your cursor are no longer kept: reload, then follow on"
+        return None, Reset(format_cursor(position), message)
+    return after, None
+
+
+async def follow(hub: Hub, subscriber: Subscriber, after: Cursor | None) -> None:
+    """Replay what the subscriber missed after ``after`` (None: start at the hub's position),
+    join the hub, and send until the subscription fails (raises Closed: the caller ends the
+    transport with its code)."""
+    position = await hub.started()
+    subscriber.position = after if after is not None else position
+    channels = sorted(subscriber.channels)
+    try:
         while True:
-            changes = await feed.replay(channel, cursor)
+            # the hub has offered everything up to its position: read up to there, then join
+            reached = hub.position
+            assert reached is not None
+            changes = await hub.feed.after(subscriber.position, channels)
             for change in changes:
-                if matches(subscriber.filter, channel, change.data):
-                    await subscriber.send(change)
-                subscriber.replayed[channel] = cursor = change.cursor
-            if len(changes) == 0 or len(changes) < 500:
-                break
-
-
-async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = app[HUB] = Hub(ChangeFeed(app[DATABASE]))
-    unsubscribe = app[LISTENER].subscribe(hub.notify)
-    yield
-    unsubscribe()
+                await subscriber.deliver(change)
+            if len(changes) < PAGE:
+                subscriber.position = max(subscriber.position, reached)
+                if hub.position is not None and subscriber.position >= hub.position:
+                    hub.subscribers.add(subscriber)
+                    break
+        await subscriber.write()
+    except Closed:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("stream replay failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        raise Closed(INTERNAL_ERROR, "could not read the change log") from exc
+    finally:
+        hub.subscribers.discard(subscriber)
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for ws in list(app[HUB].sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    hub = app[HUB]
+    for subscriber in list(hub.subscribers):
+        subscriber.fail(Closed(GOING_AWAY, "server shutdown"))
+    for ws in list(hub.sockets):
+        await ws.close(code=GOING_AWAY, message=b"server shutdown")
 
 
 def _run_hub(app: web.Application) -> Any:
-    return app[HUB].run()
+    return app[HUB].run(app[SUPERVISOR])
 
 
 def setup(app: web.Application) -> None:
-    """Install the hub and its lifetimes."""
-    app.cleanup_ctx.append(_hub_ctx)
-    app.cleanup_ctx.append(app[SUPERVISOR].service("stream-hub", _run_hub))
+    """Install the hub and its lifetimes (it listens from the listener's first connect)."""
+    hub = app[HUB] = Hub(ChangeFeed(app[DATABASE]))
+    listener = app[LISTENER]
+    listener.subscribe_channel(WAKE_CHANNEL, hub.wake)
+    listener.on_connect(hub.wake)
+    app.cleanup_ctx.append(app[SUPERVISOR].service(TASK, _run_hub, wait=_db_ready))
     app.on_shutdown.append(_close_sockets)
+
+
+async def _db_ready(app: web.Application) -> None:
+    await app[DATABASE].wait_ready()

@@ -1,37 +1,48 @@
-"""The change feed behind the real-time stream: rows read by id after a notification."""
+"""The change log behind the real-time stream (migration 7), read in commit order.
+
+Triggers copy every change into ``change_log`` stamped with its transaction id. A row is
+released only once every transaction with a smaller id has finished, so the release order
+(xid, id) never puts a later commit before a change already delivered: that pair is the
+stream's cursor.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from exporter.domain.subscription import Cursor
 from exporter.storage.database import Database
 
-CHANNELS = ("health_metrics", "system_alerts", "data_quality")
-JSON_COLUMNS = {"metadata", "issues", "labels", "annotations"}
+CHANNELS = ("health_metrics", "system_alerts", "data_quality", "status_changes")
+#: the NOTIFY channel of the log's triggers: a wake-up, the payload says nothing
+WAKE_CHANNEL = "change_log"
 PAGE = 500
 
-HEALTH_BY_IDS = "SELECT * FROM {s}.system_health_metrics WHERE id = ANY($1::bigint[]) ORDER BY id"
-HEALTH_BY_RANGE = "SELECT * FROM {s}.system_health_metrics WHERE id BETWEEN $1 AND $2 ORDER BY id"
-HEALTH_AFTER = "SELECT * FROM {s}.system_health_metrics WHERE id > $1 ORDER BY id LIMIT $2"
-QUALITY_BY_IDS = (
-    "SELECT * FROM {s}.data_quality_indicators WHERE id = ANY($1::bigint[]) ORDER BY id"
-)
-QUALITY_BY_RANGE = (
-    "SELECT * FROM {s}.data_quality_indicators WHERE id BETWEEN $1 AND $2 ORDER BY id"
-)
-QUALITY_AFTER = "SELECT * FROM {s}.data_quality_indicators WHERE id > $1 ORDER BY id LIMIT $2"
-# An alert's changes are its lifecycle events; the event id is the cursor.
-_ALERT_EVENTS = (
-    "SELECT e.id AS event_id, e.from_status, e.to_status, e.actor, e.note, e.at, a.*"
-    " FROM {s}.system_alert_events e JOIN {s}.system_alerts a ON a.id = e.alert_id"
-)
-ALERTS_BY_IDS = _ALERT_EVENTS + " WHERE e.alert_id = ANY($1::bigint[]) AND e.id > $2 ORDER BY e.id"
-ALERTS_BY_RANGE = _ALERT_EVENTS + " WHERE e.alert_id BETWEEN $1 AND $2 AND e.id > $3 ORDER BY e.id"
-ALERTS_AFTER = _ALERT_EVENTS + " WHERE e.id > $1 ORDER BY e.id LIMIT $2"
+_RELEASED = "xid < pg_snapshot_xmin(pg_current_snapshot())"
+AFTER = f"""
+SELECT xid::text AS xid, id, channel, op, data::text AS data FROM __SCHEMA__.change_log
+WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND {_RELEASED}
+  AND ($3::text[] IS NULL OR channel = ANY($3::text[]))
+ORDER BY xid, id LIMIT $4
+"""
+HEAD = f"""
+SELECT xid::text AS xid, id FROM __SCHEMA__.change_log WHERE {_RELEASED}
+ORDER BY xid DESC, id DESC LIMIT 1
+"""
+STATE = """
+SELECT pruned_xid::text AS pruned_xid, pruned_id,
+       pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
+       (SELECT max(id) FROM __SCHEMA__.change_log) AS max_id
+FROM __SCHEMA__.change_feed_state
+"""
+PRUNE = "SELECT __SCHEMA__.prune_change_log($1)"
+RECORD_VERDICT = "SELECT __SCHEMA__.record_verdict($1)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +51,13 @@ class Change:
 
     channel: str
     op: str
-    cursor: int
+    cursor: Cursor
     data: dict[str, Any]
 
 
 class Notice(msgspec.Struct, frozen=True):
-    """The payload of the NOTIFY triggers: ids, or an id range for large statements."""
+    """The payload of the notify_changed triggers the views follow: ids, or an id range for
+    large statements."""
 
     op: str
     ids: list[int] | None = None
@@ -53,62 +65,63 @@ class Notice(msgspec.Struct, frozen=True):
     max_id: int | None = None
 
 
-def _row(record: asyncpg.Record) -> dict[str, Any]:
-    data = dict(record)
-    for key in JSON_COLUMNS & data.keys():
-        if isinstance(data[key], str):
-            data[key] = msgspec.json.decode(data[key])
-    return data
+class Standing(Enum):
+    """Where a client's cursor stands against the log."""
+
+    KEPT = "kept"  # every change after it is in the log
+    PRUNED = "pruned"  # changes after it were removed: the client must start over
+    FUTURE = "future"  # nothing this service released carries it
 
 
-def _alert_change(record: asyncpg.Record) -> Change:
-    data = _row(record)
-    event = {
-        k: data.pop(k) for k in ("event_id", "from_status", "to_status", "actor", "note", "at")
-    }
-    data["event"] = {**event, "id": event.pop("event_id")}
-    op = "insert" if event["from_status"] is None else "update"
-    return Change("system_alerts", op, data["event"]["id"], data)
+_data = msgspec.json.Decoder(dict[str, Any])
+
+
+def _change(record: asyncpg.Record) -> Change:
+    cursor = (int(record["xid"]), record["id"])
+    return Change(record["channel"], record["op"], cursor, _data.decode(record["data"]))
 
 
 class ChangeFeed:
-    """Reads the rows a notification names, and replays everything after a cursor."""
+    """Reads released changes after a cursor, and where the log starts and ends."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._s = f'"{db.schema}"'
 
-    def _sql(self, template: str) -> str:
-        return template.format(s=self._s)
-
-    async def changes(self, channel: str, notice: Notice, after: int = 0) -> list[Change]:
-        """The committed rows a notification is about (alert events newer than ``after``)."""
+    async def after(
+        self, cursor: Cursor, channels: list[str] | None = None, limit: int = PAGE
+    ) -> list[Change]:
+        """Up to ``limit`` released changes after ``cursor``, in cursor order."""
         async with self.db.connection() as conn:
-            if channel == "system_alerts":
-                if notice.ids is not None:
-                    rows = await conn.fetch(self._sql(ALERTS_BY_IDS), notice.ids, after)
-                else:
-                    rows = await conn.fetch(
-                        self._sql(ALERTS_BY_RANGE), notice.min_id, notice.max_id, after
-                    )
-                return [_alert_change(r) for r in rows]
-            by_ids, by_range = (
-                (HEALTH_BY_IDS, HEALTH_BY_RANGE)
-                if channel == "health_metrics"
-                else (QUALITY_BY_IDS, QUALITY_BY_RANGE)
-            )
-            if notice.ids is not None:
-                rows = await conn.fetch(self._sql(by_ids), notice.ids)
-            else:
-                rows = await conn.fetch(self._sql(by_range), notice.min_id, notice.max_id)
-        return [Change(channel, "insert", r["id"], _row(r)) for r in rows]
+            rows = await conn.fetch(self.db.sql(AFTER), str(cursor[0]), cursor[1], channels, limit)
+        return [_change(r) for r in rows]
 
-    async def replay(self, channel: str, after: int, limit: int = PAGE) -> list[Change]:
-        """Up to ``limit`` changes of a channel after a cursor, oldest first."""
+    async def head(self) -> Cursor:
+        """The last released change (or the last one retention removed, if none is left)."""
         async with self.db.connection() as conn:
-            if channel == "system_alerts":
-                rows = await conn.fetch(self._sql(ALERTS_AFTER), after, limit)
-                return [_alert_change(r) for r in rows]
-            template = HEALTH_AFTER if channel == "health_metrics" else QUALITY_AFTER
-            rows = await conn.fetch(self._sql(template), after, limit)
-        return [Change(channel, "insert", r["id"], _row(r)) for r in rows]
+            row = await conn.fetchrow(self.db.sql(HEAD))
+            if row is not None:
+                return (int(row["xid"]), row["id"])
+            state = await conn.fetchrow(self.db.sql(STATE))
+        return (int(state["pruned_xid"]), state["pruned_id"])
+
+    async def standing(self, cursor: Cursor) -> Standing:
+        """Whether changes after ``cursor`` can be replayed in full."""
+        async with self.db.connection() as conn:
+            state = await conn.fetchrow(self.db.sql(STATE))
+        pruned = (int(state["pruned_xid"]), state["pruned_id"])
+        newest_id = max(state["max_id"] or 0, pruned[1])
+        if cursor[0] >= int(state["horizon"]) or cursor[1] > newest_id:
+            return Standing.FUTURE
+        return Standing.PRUNED if cursor < pruned else Standing.KEPT
+
+
+async def prune(conn: asyncpg.Connection, db: Database, keep: timedelta) -> int:
+    """Remove changes older than ``keep`` (at least an hour), in the caller's transaction."""
+    deleted: int = await conn.fetchval(db.sql(PRUNE), keep)
+    return deleted
+
+
+async def record_verdict(conn: asyncpg.Connection, db: Database, verdict: str) -> bool:
+    """Log the overview's verdict if it changed; whether it did."""
+    changed: bool = await conn.fetchval(db.sql(RECORD_VERDICT), verdict)
+    return changed

@@ -21,6 +21,7 @@ ENSURE = "SELECT __SCHEMA__.ensure_performance_log_partitions($1::date, $2::date
 DROP = "SELECT __SCHEMA__.drop_performance_log_partitions($1::date)"
 APPLY = "SELECT table_name, deleted FROM __SCHEMA__.apply_retention($1, $2, $3)"
 PRUNE = "SELECT table_name, deleted FROM __SCHEMA__.prune_replica_state($1, $2)"
+PRUNE_CHANGES = "SELECT 'change_log' AS table_name, __SCHEMA__.prune_change_log($1) AS deleted"
 
 # Partitions are created this many days ahead, so a missed pass or two never matters.
 DAYS_AHEAD = 7
@@ -62,6 +63,7 @@ async def run_pass(
         timedelta(seconds=retention.idempotency_keys.seconds),
         retention.idempotency_max_keys,
     )
+    rows += await conn.fetch(db.sql(PRUNE_CHANGES), timedelta(seconds=retention.change_log.seconds))
     done = Pass(True, created, dropped, {r["table_name"]: r["deleted"] for r in rows})
     log.info(
         "retention pass done",
