@@ -26,11 +26,16 @@ from exporter.domain.health_records import (
 )
 from exporter.features import quality as quality_feature
 from exporter.features.alerts import BRIDGE
-from exporter.features.core import DATABASE, EXPOSITION
+from exporter.features.core import DATABASE, EXPOSITION, LEADERSHIP
 from exporter.features.health import HEALTH
+from exporter.features.leader import Job, Run
 from exporter.features.maintenance import MAINTENANCE as WINDOWS
 from exporter.features.quality import QUALITY
 from exporter.storage import alerts as alert_store
+from exporter.storage import changes
+
+#: seconds between two looks at the verdict for the stream's status_changes channel
+VERDICT_INTERVAL = 5.0
 
 
 async def current(app: web.Application) -> Overview:
@@ -103,6 +108,17 @@ class OverallCollector:
         )
 
 
+async def _record_verdict(app: web.Application, run: Run) -> None:
+    """Log the verdict on the stream's status_changes channel when it changed (the leader,
+    fenced: one replica decides, so a change is logged once)."""
+    status = (await current(app)).status
+    async with run.commit() as conn:
+        await changes.record_verdict(conn, app[DATABASE], status)
+
+
 def setup(app: web.Application) -> None:
-    """Export the verdict."""
+    """Export the verdict, and log its changes for the stream."""
     app[EXPOSITION].add("overview", OverallCollector(app))
+    app[LEADERSHIP].add(
+        Job("overview:verdict", VERDICT_INTERVAL, lambda run: _record_verdict(app, run))
+    )

@@ -22,6 +22,7 @@ from exporter.web import (
     alertmanager,
     alerts,
     auth,
+    events,
     health,
     heartbeats,
     maintenance,
@@ -108,6 +109,7 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
         otlp,
         quality,
         stream,
+        events,
         selftest,
     ):
         routes.setup(app)
