@@ -39,8 +39,8 @@ async def _listener(app: web.Application) -> dict[str, Any]:
         return {
             "ok": False,
             "error": "a notification sent through the pool did not arrive on the listener: "
-            "is database.direct_url a direct (or session-mode) connection, not a transaction "
-            "pooler?",
+            "is database.direct_url (or database.direct_url_env, database.direct_url_file) a "
+            "direct (or session-mode) connection, not a transaction pooler?",
         }
     except StorageUnavailable as exc:
         return {"ok": False, "error": str(exc)}

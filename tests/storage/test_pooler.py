@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
+from exporter.features.stream import HUB
 from tests.conftest import MakeClient, eventually
 from tests.support import peers
 from tests.support.process import free_port
@@ -156,3 +157,30 @@ async def test_a_listener_behind_the_pooler_is_not_ready_and_says_why(
     await eventually(refused, timeout=20)
     body = await (await client.get("/readyz")).json()
     assert "database.direct_url" in body["checks"]["listener"]["error"]
+    assert "database.direct_url_env" in body["checks"]["listener"]["error"]
+
+
+@pytest.mark.parametrize("listener_behind_pooler", [False, True])
+async def test_the_stream_delivers_through_a_transaction_pooler(
+    make_client: MakeClient, pooled: str, writer_url: str, listener_behind_pooler: bool
+) -> None:
+    # the change log is read through the pool; even a listener put behind the pooler by
+    # mistake (no notification ever arrives) only delays delivery to the next poll
+    direct = pooled if listener_behind_pooler else writer_url
+    client = await make_client(
+        pooled_config(pooled, direct), dsn=pooled, wait_ready=not listener_behind_pooler
+    )
+    ws = await client.ws_connect("/api/v1/stream", headers=W)
+    await ws.send_json({"type": "subscribe", "channels": ["health_metrics"]})
+
+    async def subscribed() -> bool:
+        return bool(client.app[HUB].subscribers)
+
+    await eventually(subscribed, timeout=20)
+    body = {"service": "api", "metric_type": "latency", "value": 120, "unit": "ms"}
+    resp = await client.post("/api/v1/health-metrics", json=body, headers=W)
+    assert resp.status == 201
+    msg = await ws.receive(timeout=10)
+    event = msg.json()
+    assert (event["type"], event["data"]["id"]) == ("event", (await resp.json())["id"])
+    await ws.close()
