@@ -63,6 +63,8 @@ class Subscriber:
         self.position: Cursor = (0, 0)
         self.failure: Closed | None = None
         self._wake = asyncio.Event()
+        #: the writer's task while it is blocked in ``send`` (fail() cancels it)
+        self._sending: asyncio.Task[Any] | None = None
 
     def offer(self, change: Change) -> None:
         """Queue a change if wanted; a full queue means the client cannot keep up."""
@@ -78,10 +80,13 @@ class Subscriber:
         self._wake.set()
 
     def fail(self, failure: Closed) -> None:
-        """End the subscription (its writer raises ``failure``)."""
+        """End the subscription: its writer raises ``failure``, at once even if it is blocked
+        sending to a client that does not read."""
         if self.failure is None:
             self.failure = failure
             self.queue.clear()
+            if self._sending is not None:
+                self._sending.cancel()
         self._wake.set()
 
     async def deliver(self, change: Change) -> None:
@@ -96,6 +101,7 @@ class Subscriber:
 
     async def write(self) -> None:
         """Send queued changes until the subscription fails (raises Closed)."""
+        task = asyncio.current_task()
         while True:
             if self.failure is not None:
                 raise self.failure
@@ -103,7 +109,17 @@ class Subscriber:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self.deliver(self.queue.popleft())
+            change = self.queue.popleft()
+            self._sending = task
+            try:
+                await self.deliver(change)
+            except asyncio.CancelledError:
+                # fail() interrupted a send the client does not read: end with its reason
+                if self.failure is None or task is None or task.uncancel() > 0:
+                    raise
+                raise self.failure from None
+            finally:
+                self._sending = None
 
 
 class Hub:

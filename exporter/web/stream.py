@@ -14,6 +14,7 @@ from exporter.domain.subscription import Cursor, Subscribe, latest
 from exporter.features.core import CONFIG
 from exporter.features.stream import (
     HUB,
+    INTERNAL_ERROR,
     Closed,
     FutureCursor,
     Message,
@@ -21,6 +22,7 @@ from exporter.features.stream import (
     follow,
     resolve,
 )
+from exporter.storage import StorageUnavailable
 from exporter.storage.changes import CHANNELS
 from exporter.web.api import API, Route
 
@@ -93,6 +95,9 @@ async def _subscription(app: web.Application, ws: web.WebSocketResponse) -> None
         after, reset = await resolve(app[HUB], cursor)
     except (Refused, FutureCursor) as exc:
         await _refuse(ws, str(exc))
+        return
+    except StorageUnavailable:
+        await ws.close(code=INTERNAL_ERROR, message=b"could not read the change log")
         return
 
     async def send(message: Message) -> None:
