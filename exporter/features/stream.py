@@ -208,18 +208,18 @@ async def follow(hub: Hub, subscriber: Subscriber, after: Cursor | None) -> None
     subscriber.position = after if after is not None else position
     channels = sorted(subscriber.channels)
     try:
-        while True:
-            # the hub has offered everything up to its position: read up to there, then join
-            reached = hub.position
-            assert reached is not None
-            changes = await hub.feed.after(subscriber.position, channels)
-            for change in changes:
-                await subscriber.deliver(change)
-            if len(changes) < PAGE:
-                subscriber.position = max(subscriber.position, reached)
-                if hub.position is not None and subscriber.position >= hub.position:
-                    hub.subscribers.add(subscriber)
-                    break
+        # catch up from the log, queueing nothing meanwhile (a long replay cannot overflow)
+        while len(await _replay(hub, subscriber, channels)) == PAGE:
+            pass
+        # join the hub: it offers everything after its position now; read the log up to
+        # there (a moment's worth), and the queue skips what the replay already sent
+        joined = hub.position
+        assert joined is not None
+        hub.subscribers.add(subscriber)
+        while subscriber.position < joined:
+            if len(await _replay(hub, subscriber, channels)) < PAGE:
+                # everything up to ``joined`` was released before that read: nothing is left
+                subscriber.position = max(subscriber.position, joined)
         await subscriber.write()
     except Closed:
         raise
@@ -230,6 +230,14 @@ async def follow(hub: Hub, subscriber: Subscriber, after: Cursor | None) -> None
         raise Closed(INTERNAL_ERROR, "could not read the change log") from exc
     finally:
         hub.subscribers.discard(subscriber)
+
+
+async def _replay(hub: Hub, subscriber: Subscriber, channels: list[str]) -> list[Change]:
+    """Send the subscriber the next page of the log after its position."""
+    changes = await hub.feed.after(subscriber.position, channels)
+    for change in changes:
+        await subscriber.deliver(change)
+    return changes
 
 
 async def _close_sockets(app: web.Application) -> None:
