@@ -121,12 +121,12 @@ async def test_demo_services_probe_real_things_and_seed_history(
         await client.close()
 
 
-async def test_pushes_notify_the_health_metrics_channel(
+async def test_pushes_are_logged_for_the_stream_and_wake_it(
     make_client: MakeClient, db: asyncpg.Connection
 ) -> None:
     client = await make_client({"auth": {"disabled": True}, "host": {"enabled": False}})
     got: list[str] = []
-    await db.add_listener("health_metrics", lambda *args: got.append(args[3]))
+    await db.add_listener("change_log", lambda *args: got.append(args[2]))
     resp = await client.post(
         "/api/v1/health-metrics", json={"service": "s", "metric_type": "t", "value": 1}
     )
@@ -134,9 +134,15 @@ async def test_pushes_notify_the_health_metrics_channel(
 
     async def notified() -> bool:
         await asyncio.sleep(0)
-        return any(str(row_id) in payload for payload in got)
+        return "change_log" in got
 
     await eventually(notified)
+    logged = await db.fetchval(
+        "SELECT count(*) FROM monitoring.change_log"
+        " WHERE channel = 'health_metrics' AND (data->>'id')::bigint = $1",
+        row_id,
+    )
+    assert logged == 1
 
 
 async def test_full_metrics_output_is_valid_in_both_formats(make_client: MakeClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -238,16 +239,23 @@ async def test_series_cap_rejects_the_whole_push(
     assert (await client.post(URL, json={**one, "score": 2}, headers=W)).status == 201
 
 
-async def test_inserts_notify_the_data_quality_channel(
+async def test_inserts_are_logged_for_the_stream_and_wake_it(
     client: TestClient[Any, Any], db: asyncpg.Connection
 ) -> None:
     got: asyncio.Queue[str] = asyncio.Queue()
-    await db.add_listener("data_quality", lambda *args: got.put_nowait(args[3]))
+    await db.add_listener("change_log", lambda *args: got.put_nowait(args[2]))
     body = {"source": "s", "dataset": "d", "dimension": "accuracy", "score": 5}
     resp = await client.post(URL, json=body, headers=W)
     row_id = (await resp.json())["id"]
-    payload = await asyncio.wait_for(got.get(), timeout=5)
-    assert str(row_id) in payload
+    assert await asyncio.wait_for(got.get(), timeout=5) == "change_log"
+    logged = await db.fetch(
+        "SELECT channel, data FROM monitoring.change_log"
+        " WHERE channel = 'data_quality' OR data->>'kind' = 'quality' ORDER BY xid, id"
+    )
+    # the measurement, then the member's first status
+    assert [r["channel"] for r in logged] == ["data_quality", "status_changes"]
+    assert json.loads(logged[0]["data"])["id"] == row_id
+    assert json.loads(logged[1]["data"])["indicator_id"] == row_id
 
 
 async def test_openapi_describes_the_routes(client: TestClient[Any, Any]) -> None:

@@ -221,10 +221,8 @@ async def follow(hub: Hub, subscriber: Subscriber, after: Cursor | None) -> None
                 # everything up to ``joined`` was released before that read: nothing is left
                 subscriber.position = max(subscriber.position, joined)
         await subscriber.write()
-    except Closed:
-        raise
-    except asyncio.CancelledError:
-        raise
+    except (Closed, ConnectionError, asyncio.CancelledError):
+        raise  # (a ConnectionError: the client went away; its transport ends quietly)
     except Exception as exc:
         log.warning("stream replay failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         raise Closed(INTERNAL_ERROR, "could not read the change log") from exc

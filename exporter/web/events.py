@@ -118,7 +118,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 # the browser reconnects by itself, with the last id it got
                 with contextlib.suppress(ConnectionError):
                     await write(b": closed %d %s\n\n" % (ended.code, ended.reason.encode()))
-            elif ended is not None:
+            elif ended is not None and not isinstance(ended, ConnectionError):
                 raise ended
     finally:
         for task in (following, beating):

@@ -114,7 +114,7 @@ async def _subscription(app: web.Application, ws: web.WebSocketResponse) -> None
             ended = following.exception()
             if isinstance(ended, Closed):
                 await ws.close(code=ended.code, message=ended.reason.encode()[:120])
-            elif ended is not None:
+            elif ended is not None and not isinstance(ended, ConnectionError):
                 raise ended
     finally:
         for task in (following, reading):
