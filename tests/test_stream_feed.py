@@ -319,3 +319,32 @@ async def test_a_change_of_the_overall_verdict_is_a_status_change(
     )
     assert overall == 1
     await ws.close()
+
+
+async def test_of_several_cursors_in_after_the_latest_counts(
+    make_client: MakeClient, db: asyncpg.Connection
+) -> None:
+    client = await make_client(OPEN)
+    ids = [await db.fetchval(INSERT_HEALTH, "api", float(i)) for i in range(3)]
+    early = await cursor_of(db, "system_health_metrics", ids[0])
+    later = await cursor_of(db, "system_health_metrics", ids[1])
+    # cursors are one order across channels: the client has everything up to the later one
+    ws = await subscribe(
+        client,
+        {
+            "channels": ["health_metrics", "data_quality"],
+            "after": {"health_metrics": early, "data_quality": later},
+        },
+    )
+    assert (await next_event(ws))["data"]["id"] == ids[2]
+    await ws.close()
+
+
+async def test_an_unknown_status_in_a_filter_is_refused(make_client: MakeClient) -> None:
+    client = await make_client(OPEN)
+    ws = await subscribe(
+        client, {"channels": ["status_changes"], "filter": {"status": ["sideways"]}}
+    )
+    error = await ws.receive(timeout=5)
+    assert "$.filter.status[0]" in error.json()["message"]
+    assert (await closed(ws)).data == 1008
