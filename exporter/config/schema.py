@@ -120,6 +120,23 @@ class Auth(Section, frozen=True):
     disabled: bool = False
 
 
+class Console(Section, frozen=True):
+    """The operator console at ``/``: its sessions and its links to Grafana."""
+
+    #: how long a console session lasts after sign-in
+    session_ttl: Duration = msgspec.field(default_factory=lambda: Duration(12 * 3600))
+    #: Grafana's base URL (e.g. https://grafana.example.com); the console links its
+    #: dashboards (fixed UIDs) when set
+    grafana_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.session_ttl.seconds <= 30 * 86400:
+            raise ValueError("session_ttl: must be between 1m and 30d")
+        url = self.grafana_url
+        if url is not None and not (url.startswith(("http://", "https://")) and "<" not in url):
+            raise ValueError("grafana_url: must be an http:// or https:// URL")
+
+
 class Config(Section, frozen=True):
     """The whole configuration, parsed once and never changed."""
 
@@ -134,6 +151,7 @@ class Config(Section, frozen=True):
     retention: Retention = msgspec.field(default_factory=Retention)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
     heartbeats: list[Heartbeat] = msgspec.field(default_factory=list)
+    console: Console = msgspec.field(default_factory=Console)
     #: demo mode (set by --demo)
     demo: bool = False
 

@@ -52,6 +52,9 @@ class Route:
     #: that are not JSON (OTLP's protobuf)
     other_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     other_responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the OpenAPI security of a route without a scope that still reads credentials (the
+    #: console's sign-in and session routes)
+    security: list[dict[str, list[str]]] | None = None
 
 
 class Api:
@@ -96,7 +99,11 @@ class Api:
             if r.handler.__doc__:
                 op["description"] = r.handler.__doc__.strip()
             if r.scope is not None:
+                # (the console's session cookie stands for the token it was made from: see
+                # the "session" scheme)
                 op["security"] = [{"bearer": [r.scope]}]
+            elif r.security is not None:
+                op["security"] = r.security
             params = _parameters(components, r.path_params, "path")
             params += _parameters(components, r.query, "query")
             if r.idempotent:
@@ -131,7 +138,17 @@ class Api:
             "paths": paths,
             "components": {
                 "schemas": components,
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer"},
+                    "session": {
+                        "type": "apiKey",
+                        "in": "cookie",
+                        "name": "mexp_session",
+                        "description": "the console's session (POST /api/v1/session), "
+                        "accepted by every route in place of the token it was made from; a "
+                        "write with it needs the X-CSRF-Token header",
+                    },
+                },
             },
         }
 

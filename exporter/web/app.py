@@ -27,10 +27,12 @@ from exporter.web import (
     maintenance,
     metrics,
     otlp,
+    page,
     performance_logs,
     probes,
     quality,
     selftest,
+    sessions,
     stream,
 )
 from exporter.web.api import API, Api
@@ -109,6 +111,8 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
         quality,
         stream,
         selftest,
+        sessions,
+        page,
     ):
         routes.setup(app)
     return app

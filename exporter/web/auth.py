@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -50,6 +51,31 @@ class Tokens:
                 found = principal
         return found
 
+    def named(self, name: str) -> Principal | None:
+        """The principal of the configured token called ``name`` (a session's token)."""
+        return next((p for _, p in self._tokens if p.name == name), None)
+
+
+def tokens_of(app: web.Application) -> Tokens:
+    """The app's token table."""
+    return app[_AUTH_KEY]
+
+
+#: the principal of a request that holds no Authorization header, from its session cookie
+#: (web.sessions); None when it holds none
+CookieAuth = Callable[[web.Request], Awaitable[Principal | None]]
+COOKIE_AUTH: web.AppKey[CookieAuth] = web.AppKey("cookie_auth")
+
+
+async def _principal(request: web.Request, tokens: Tokens) -> Principal:
+    """A bearer token wins; else the session cookie; else a 401."""
+    cookie = request.app.get(COOKIE_AUTH)
+    if cookie is not None and "Authorization" not in request.headers:
+        found = await cookie(request)
+        if found is not None:
+            return found
+    return authenticate(request, tokens)
+
 
 def _unauthorized(message: str, error: str | None = None) -> ApiError:
     challenge = 'Bearer realm="monitoring-exporter"'
@@ -89,7 +115,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         known, scope = True, "read"
     if known and scope is not None:
         tokens = app[_AUTH_KEY]
-        principal = ANONYMOUS if tokens.disabled else authenticate(request, tokens)
+        principal = ANONYMOUS if tokens.disabled else await _principal(request, tokens)
         if not principal.allows(scope):
             raise ApiError(403, "forbidden", f"the token {principal.name!r} lacks scope {scope!r}")
         request[PRINCIPAL] = principal
