@@ -22,6 +22,7 @@ from exporter.web import (
     alertmanager,
     alerts,
     auth,
+    dashboards,
     health,
     heartbeats,
     maintenance,
@@ -112,6 +113,7 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
         stream,
         selftest,
         sessions,
+        dashboards,
         page,
     ):
         routes.setup(app)
