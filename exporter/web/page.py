@@ -8,6 +8,9 @@ from importlib import resources
 
 from aiohttp import web
 
+from exporter.features.core import CONFIG
+from exporter.web.sessions import COOKIE
+
 # no inline script or style anywhere: the page is its files; fetches and the WebSocket go
 # to this service only
 POLICY = (
@@ -32,16 +35,23 @@ _TYPES = {
 
 
 class Assets:
-    """The console's files, read once: name → (body, content type, ETag)."""
+    """The console's files, read once: name → (body, content type, ETag); the page in its
+    three states (``index-<state>.html``: open, cookie, signed-out)."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, str, str]] = {}
         for entry in resources.files("exporter.web.console").iterdir():
             suffix = "." + entry.name.rpartition(".")[2]
-            if entry.is_file() and suffix in _TYPES:
-                body = entry.read_bytes()
-                etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-                self.files[entry.name] = (body, _TYPES[suffix], etag)
+            if entry.is_file() and suffix in _TYPES and entry.name != "index.html":
+                self._add(entry.name, entry.read_bytes())
+        page = resources.files("exporter.web.console").joinpath("index.html").read_bytes()
+        for state in ("open", "cookie", "signed-out"):
+            self._add(f"index-{state}.html", page.replace(b"__AUTH_STATE__", state.encode()))
+
+    def _add(self, name: str, body: bytes) -> None:
+        suffix = "." + name.rpartition(".")[2]
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        self.files[name] = (body, _TYPES[suffix], etag)
 
 
 ASSETS = web.AppKey("console_assets", Assets)
@@ -60,13 +70,21 @@ def _serve(request: web.Request, name: str) -> web.Response:
 
 
 async def page(request: web.Request) -> web.Response:
-    """``GET /``: the console (one page; its views are routed in the browser)."""
-    return _serve(request, "index.html")
+    """``GET /``: the console (one page; its views are routed in the browser). A page that
+    holds no session cookie opens on sign-in without asking the API (and without a 401 in the
+    browser's console); whether the cookie is still good is the API's to say."""
+    app = request.app
+    disabled = app[CONFIG].auth.disabled
+    state = "open" if disabled else "cookie" if COOKIE in request.cookies else "signed-out"
+    return _serve(request, f"index-{state}.html")
 
 
 async def asset(request: web.Request) -> web.Response:
     """``GET /console/{file}``: a script, style sheet or licence of the console."""
-    return _serve(request, request.match_info["file"])
+    name = request.match_info["file"]
+    if name.startswith("index"):
+        raise web.HTTPNotFound()
+    return _serve(request, name)
 
 
 def setup(app: web.Application) -> None:

@@ -59,6 +59,9 @@ class Session(msgspec.Struct, frozen=True):
     expires_at: datetime | None
     auth_disabled: bool
     grafana: list[GrafanaLink]
+    #: the live feed takes a short-lived ticket (POST /api/v1/stream/tickets) rather than
+    #: the cookie
+    stream_tickets: bool = False
 
 
 SESSION: web.RequestKey[dict[str, Any]] = web.RequestKey("console_session", dict)
@@ -137,6 +140,7 @@ def _out(request: web.Request, principal: Principal, row: Any | None) -> Session
         expires_at=row["expires_at"] if row is not None else None,
         auth_disabled=config.auth.disabled,
         grafana=grafana,
+        stream_tickets=any(r.path == "/api/v1/stream/tickets" for r in request.app[API].routes),
     )
 
 
