@@ -98,7 +98,8 @@ const live = {
     this.stopped = true;
     clearTimeout(this.retry);
     clearInterval(this.poll);
-    this.poll = null;
+    clearTimeout(this.pending);
+    this.poll = this.pending = null;
     if (this.socket) { this.socket.onclose = null; this.socket.close(); this.socket = null; }
     this.show(false);
   },
@@ -116,6 +117,7 @@ const live = {
       return;
     }
     const socket = new WebSocket(url);
+    socket.binaryType = "arraybuffer"; // the feed sends its JSON in binary frames
     this.socket = socket;
     socket.onopen = () => {
       socket.send(JSON.stringify({ type: "subscribe", channels: ["system_alerts", "health_metrics", "data_quality"] }));
@@ -127,7 +129,8 @@ const live = {
     };
     socket.onmessage = (msg) => {
       let event;
-      try { event = JSON.parse(msg.data); } catch { return; }
+      const text = typeof msg.data === "string" ? msg.data : new TextDecoder().decode(msg.data);
+      try { event = JSON.parse(text); } catch { return; }
       if (event.type === "event") this.changed(event.channel);
       else if (event.type === "reset") this.changed(null);
     };
@@ -209,6 +212,9 @@ function start() {
 }
 
 async function signOut() {
+  // nothing of the page may ask the API between now and the sign-in form
+  live.stop();
+  state.refresh = null;
   try { await api("/api/v1/session", { method: "DELETE" }); } catch { /* ended anyway */ }
   signedOut("You are signed out.");
 }
