@@ -350,8 +350,9 @@ async def test_the_reader_stays_select_only(db: asyncpg.Connection, reader: str)
             " WHERE n.nspname = 'monitoring' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
         )
         # the six of the contract, counts, the retention policy, migration 6's state, and
-        # migration 8's maintenance windows and heartbeats, migration 9's rollups
-        assert len(tables) == 19
+        # migration 8's maintenance windows and heartbeats, migration 9's rollups, migration
+        # 11's stream tickets
+        assert len(tables) == 20
         for table, column in tables:
             for statement in (
                 f"INSERT INTO monitoring.{table} DEFAULT VALUES",
