@@ -351,8 +351,8 @@ async def test_the_reader_stays_select_only(db: asyncpg.Connection, reader: str)
         )
         # the six of the contract, counts, the retention policy, migration 6's state, and
         # migration 8's maintenance windows and heartbeats, migration 9's rollups, migration
-        # 10's console sessions
-        assert len(tables) == 20
+        # 10's console sessions, migration 11's stream tickets
+        assert len(tables) == 21
         for table, column in tables:
             for statement in (
                 f"INSERT INTO monitoring.{table} DEFAULT VALUES",

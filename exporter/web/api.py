@@ -55,6 +55,9 @@ class Route:
     #: the OpenAPI security of a route without a scope that still reads credentials (the
     #: console's sign-in and session routes)
     security: list[dict[str, list[str]]] | None = None
+    #: for web pages: takes ``?ticket=`` (POST /api/v1/stream/tickets) in lieu of a bearer
+    #: token, and refuses an ``Origin`` that is neither the service's own nor allowed
+    browser: bool = False
 
 
 class Api:
@@ -63,6 +66,9 @@ class Api:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self._scopes: dict[AbstractRoute, Scope | None] = {}
+        self._browser: set[AbstractRoute] = set()
+        #: the paths of browser routes (their OPTIONS requests match no route)
+        self.browser_paths: set[str] = set()
 
     def add(self, app: web.Application, route: Route) -> None:
         """Add a route to the app's router."""
@@ -71,6 +77,13 @@ class Api:
         )
         self.routes.append(route)
         self._scopes[registered] = route.scope
+        if route.browser:
+            self._browser.add(registered)
+            self.browser_paths.add(route.path)
+
+    def takes_ticket(self, route: AbstractRoute) -> bool:
+        """Whether a matched route accepts a stream ticket instead of a bearer token."""
+        return route in self._browser
 
     def scope_of(self, route: AbstractRoute) -> tuple[bool, Scope | None]:
         """(known, scope) of a matched route; unknown routes are not part of the API table."""
@@ -197,6 +210,9 @@ def _errors(r: Route) -> dict[int, str]:
         codes |= {413: "the body exceeds its limit", 415: "unsupported content type or encoding"}
     if r.idempotent:
         codes[422] = "the Idempotency-Key was used for another request"
+    if r.browser:
+        codes[401] = "missing or invalid token, or an unknown, used or expired ticket"
+        codes[403] = "the token lacks the scope, or the Origin is not allowed"
     return codes | r.responses
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from exporter.config.schema import Auth, Config
 from exporter.features.core import CONFIG
+from exporter.features.tickets import TICKETS
 from exporter.web.api import API
 from exporter.web.errors import ApiError, Handler
 
@@ -98,6 +99,18 @@ def authenticate(request: web.Request, tokens: Tokens) -> Principal:
     return principal
 
 
+async def redeem_ticket(request: web.Request) -> Principal:
+    """The principal behind the request's ``?ticket=``, consuming the ticket, or a 401.
+
+    For routes a web page opens (WebSocket, EventSource), where a browser cannot set an
+    Authorization header; the ticket came from POST /api/v1/stream/tickets.
+    """
+    holder = await request.app[TICKETS].redeem(request.query.get("ticket", ""))
+    if holder is None:
+        raise _unauthorized("the ticket is unknown, used or expired", "invalid_token")
+    return Principal(holder.token_name, frozenset(holder.scopes))
+
+
 def setup(app: web.Application, config: Config) -> None:
     """Keep the token table on the app."""
     app[_AUTH_KEY] = Tokens(config.auth)
@@ -115,7 +128,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         known, scope = True, "read"
     if known and scope is not None:
         tokens = app[_AUTH_KEY]
-        principal = ANONYMOUS if tokens.disabled else await _principal(request, tokens)
+        if tokens.disabled:
+            principal = ANONYMOUS
+        elif "ticket" in request.query and app[API].takes_ticket(request.match_info.route):
+            principal = await redeem_ticket(request)
+        else:
+            principal = await _principal(request, tokens)
         if not principal.allows(scope):
             raise ApiError(403, "forbidden", f"the token {principal.name!r} lacks scope {scope!r}")
         request[PRINCIPAL] = principal

@@ -14,6 +14,7 @@ from exporter.features.core import CONFIG
 from exporter.features.stream import HUB, TRY_AGAIN_LATER, Subscriber, replay
 from exporter.storage.changes import CHANNELS
 from exporter.web.api import API, Route
+from exporter.web.tickets import TicketQuery
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,11 @@ def setup(app: web.Application) -> None:
             stream,
             "WebSocket of inserts and updates (health_metrics, system_alerts, data_quality)",
             "read",
+            query=TicketQuery,
             messages=Subscribe,
             status=101,
             tags=("stream",),
+            browser=True,
         ),
     )
 

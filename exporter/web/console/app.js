@@ -109,7 +109,7 @@ const live = {
     let url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/stream`;
     try {
       if (state.session?.stream_tickets) {
-        const ticket = await api("/api/v1/stream/tickets", { method: "POST", body: {} });
+        const ticket = await api("/api/v1/stream/tickets", { method: "POST" });
         url += `?ticket=${encodeURIComponent(ticket.ticket)}`;
       }
     } catch {
