@@ -8,6 +8,7 @@ const main = $("#main");
 const SEVERITIES = ["critical", "high", "medium", "low"];
 const STATUSES = ["active", "acknowledged", "resolved"];
 const TYPES = ["performance", "data_quality", "system_error", "security"];
+const CHANNELS = ["system_alerts", "health_metrics", "data_quality"];
 
 const state = { session: null, page: null, params: new URLSearchParams(), refresh: null };
 
@@ -88,9 +89,11 @@ const can = (scope) => {
 // ------------------------------------------------------------------ live feed
 const live = {
   socket: null, backoff: 1000, retry: null, poll: null, pending: null, last: 0, stopped: true,
+  cursors: {},
 
   start() {
     this.stopped = false;
+    this.cursors = {};
     this.connect();
   },
 
@@ -116,11 +119,14 @@ const live = {
       this.failed();
       return;
     }
+    if (this.stopped) return;
     const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer"; // the feed sends its JSON in binary frames
     this.socket = socket;
     socket.onopen = () => {
-      socket.send(JSON.stringify({ type: "subscribe", channels: ["system_alerts", "health_metrics", "data_quality"] }));
+      // resume after the last change seen (cursors are opaque); the server replays the rest,
+      // or says "reset" when it cannot
+      socket.send(JSON.stringify({ type: "subscribe", channels: CHANNELS, after: this.cursors }));
       this.backoff = 1000;
       clearInterval(this.poll);
       this.poll = null;
@@ -131,10 +137,18 @@ const live = {
       let event;
       const text = typeof msg.data === "string" ? msg.data : new TextDecoder().decode(msg.data);
       try { event = JSON.parse(text); } catch { return; }
-      if (event.type === "event") this.changed(event.channel);
-      else if (event.type === "reset") this.changed(null);
+      if (event.type === "event") {
+        if (event.cursor && CHANNELS.includes(event.channel)) this.cursors[event.channel] = event.cursor;
+        this.changed(event.channel);
+      } else if (event.type === "reset") {
+        this.cursors = {};
+        this.changed(null);
+      }
     };
-    socket.onclose = () => { if (this.socket === socket) this.failed(); };
+    socket.onclose = (ev) => {
+      if (ev.code === 1008) this.cursors = {}; // a subscription it refused: start afresh
+      if (this.socket === socket) this.failed();
+    };
   },
 
   failed() {
@@ -152,12 +166,15 @@ const live = {
     const refresh = state.refresh;
     if (!refresh || (channel && refresh.channels && !refresh.channels.includes(channel))) return;
     if (this.pending) return;
-    // at most one refetch a second (samples arrive in bursts), the first after 150 ms
+    // at most one refetch a second (samples arrive in bursts), the first after 150 ms; it
+    // refetches the page shown when it runs (the page may have changed since)
     const wait = Math.max(150, 1000 - (Date.now() - this.last));
     this.pending = setTimeout(async () => {
       this.pending = null;
       this.last = Date.now();
-      if (state.refresh === refresh) await refresh.run().catch(() => {});
+      const current = state.refresh;
+      const done = current ? await current.run().catch(() => true) : true;
+      if (!done) this.changed(null); // someone is typing: try again later
     }, wait);
   },
 
@@ -270,9 +287,10 @@ async function mount(title, controls, load, channels) {
       const active = document.activeElement;
       const editing = data.contains(active) && ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName)
         && active.type !== "checkbox";
-      if (!force && (editing || data.querySelector("details[open]"))) return;
+      if (!force && (editing || data.querySelector("details[open]"))) return false;
       const content = await load();
       if (state.refresh === refresh) data.replaceChildren(...[].concat(content));
+      return true;
     },
   };
   state.refresh = refresh;
