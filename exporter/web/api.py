@@ -13,7 +13,8 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from exporter.web.errors import ErrorEnvelope
 
-Scope = Literal["read", "write", "ack", "admin"]
+#: ``any``: every valid token, whatever its scopes (a person's own saved views)
+Scope = Literal["read", "write", "ack", "admin", "any"]
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -25,8 +25,9 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
-        """Whether this principal holds ``scope`` (admin holds every scope)."""
-        return scope in self.scopes or "admin" in self.scopes
+        """Whether this principal holds ``scope`` (admin holds every scope; ``any`` asks only
+        for a valid token)."""
+        return scope == "any" or scope in self.scopes or "admin" in self.scopes
 
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -16,6 +16,7 @@ CONFIG = {
             {"name": "ann", "token": "ann-token", "scopes": ["read"]},
             {"name": "bob", "token": "bob-token", "scopes": ["read", "ack"]},
             {"name": "boss", "token": "boss-token", "scopes": ["admin"]},
+            {"name": "pusher", "token": "push-token", "scopes": ["write"]},
         ]
     }
 }
@@ -161,3 +162,17 @@ async def test_bad_names_and_bodies_are_400_and_store_nothing(
         assert resp.status == 400, path
         assert (await resp.json())["error"]["code"] in ("invalid_path", "invalid_body")
     assert await stored(db) == []
+
+
+async def test_any_valid_token_keeps_its_own_views(
+    client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    push = {"Authorization": "Bearer push-token"}
+    resp = await client.put("/api/v1/dashboards/mine", json=VIEW, headers=push)
+    assert resp.status == 200
+    assert (await (await client.get("/api/v1/dashboards/mine", headers=push)).json())["owner"] == (
+        "pusher"
+    )
+    resp = await client.get("/api/v1/dashboards", headers={"Authorization": "Bearer nope"})
+    assert resp.status == 401
+    assert [(n, o) for n, o, _, _ in await stored(db)] == [("mine", "pusher")]

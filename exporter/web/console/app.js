@@ -304,14 +304,17 @@ function focusMain() {
 // ------------------------------------------------------------------ Overview
 async function overviewPage() {
   await mount("Overview", null, async () => {
-    const [overview, quality, windows, samples, open] = await Promise.all([
+    const [overview, quality, windows, open] = await Promise.all([
       api("/api/v1/overview"),
       api("/api/v1/quality/overview"),
       api("/api/v1/maintenance"),
-      api("/api/v1/health-metrics", { query: { limit: 500 } }),
       api("/api/v1/alerts", { query: { status: ["active", "acknowledged"], limit: 5 } }),
     ]);
-    const latest = latestValues(samples.items);
+    // the latest samples of each service (a few per metric: replicas and hosts push too)
+    const recent = await Promise.all(overview.services.map((svc) => api("/api/v1/health-metrics", {
+      query: { service: svc.service, limit: Math.min(1000, 3 * Object.keys(svc.metrics).length + 2) },
+    })));
+    const latest = latestValues(recent.flatMap((page) => page.items));
     const worst = [...quality.sources].sort((a, b) => (a.score ?? 0) - (b.score ?? 0)).slice(0, 3);
     const inForce = windows.items.filter((w) => w.active);
     return h("div", { class: "grid" },
