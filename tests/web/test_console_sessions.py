@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -9,7 +10,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from exporter.web.sessions import GRAFANA_DASHBOARDS
 from tests.conftest import MakeClient
+from tests.support import peers
 
 CONFIG = {
     "auth": {
@@ -240,3 +243,11 @@ async def test_the_page_has_strict_security_headers(client: TestClient[Any, Any]
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
     assert (await client.get("/console/nothing.js")).status == 404
     assert (await client.get("/console/__init__.py")).status == 404
+
+
+def test_the_grafana_links_name_the_shipped_dashboards() -> None:
+    shipped = {
+        json.loads(path.read_text())["uid"]
+        for path in (peers.REPO / "grafana" / "dashboards").glob("*.json")
+    }
+    assert set(GRAFANA_DASHBOARDS.values()) == shipped
