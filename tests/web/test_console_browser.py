@@ -234,6 +234,7 @@ async def test_a_saved_view_survives_sign_out_and_another_person_does_not_see_it
         "s => [...s.selectedOptions].map(o => o.value)"
     ) == ["critical"]
     await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#signin-error")).to_have_text("You are signed out.")
 
     await console.sign_in(page, "bob-token")
     await page.goto(console.base + "/#/views")
@@ -414,4 +415,43 @@ async def test_every_page_in_demo_mode_without_sign_in_at_two_widths(
     await page.keyboard.press("Tab")
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Incidents")
+    assert console.errors == []
+
+
+async def test_an_admin_edits_a_threshold_and_opens_a_maintenance_window_from_an_incident(
+    make_client: MakeClient, browser: Browser, db: asyncpg.Connection
+) -> None:
+    client = await make_client(CONFIG)
+    resp = await client.post(
+        "/api/v1/health-metrics",
+        json={"service": "db", "metric_type": "response_time", "value": 0.2, "unit": "s"},
+        headers=WRITE,
+    )
+    assert resp.status == 201, await resp.text()
+    await webhook(client, am_alert("adm1", service="db"))
+    alert_id = await db.fetchval("SELECT id FROM monitoring.system_alerts")
+    console = await open_console(browser, client)
+    page = await console.page()
+    await console.sign_in(page, "ops-token")
+    await page.goto(console.base + "/#/services")
+    await page.get_by_text("Edit threshold").click()
+    await page.get_by_label("Warning").fill("0.3")
+    await page.get_by_label("Critical").fill("0.6")
+    await page.get_by_role("button", name="Save threshold").click()
+    await expect(page.locator("#toast")).to_contain_text("saved")
+    rules = await (await client.get("/api/v1/thresholds", headers=ANN)).json()
+    [rule] = [r for r in rules["items"] if r["service"] == "db"]
+    assert (rule["warning"], rule["critical"], rule["origin"], rule["version"]) == (
+        0.3, 0.6, "api", 1)  # fmt: skip
+    await expect(page.get_by_text("warning 0.3, critical 0.6")).to_be_visible()
+
+    await page.goto(f"{console.base}/#/incidents/{alert_id}")
+    await page.get_by_role("button", name="Open maintenance window").click()
+    await expect(page.locator("#toast")).to_contain_text("opened")
+    windows = await (await client.get("/api/v1/maintenance", headers=ANN)).json()
+    [window] = windows["items"]
+    assert window["matchers"] == {"service": "db"} and window["author"] == "ops"
+    await page.goto(console.base + "/#/overview")
+    await expect(page.get_by_text("service=db until")).to_be_visible()
+    await console.shot(page, "overview-maintenance")
     assert console.errors == []

@@ -10,7 +10,8 @@ const STATUSES = ["active", "acknowledged", "resolved"];
 const TYPES = ["performance", "data_quality", "system_error", "security"];
 const CHANNELS = ["system_alerts", "health_metrics", "data_quality"];
 
-const state = { session: null, page: null, params: new URLSearchParams(), refresh: null };
+// ``requests`` aborts whatever the page still has in flight when the person signs out
+const state = { session: null, page: null, params: new URLSearchParams(), refresh: null, requests: new AbortController() };
 
 // ------------------------------------------------------------------ DOM helpers
 function h(tag, attrs = {}, ...children) {
@@ -61,7 +62,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, { method = "GET", body, query } = {}) {
+async function api(path, { method = "GET", body, query, signal = state.requests.signal } = {}) {
   const url = new URL(path, location.origin);
   if (query) for (const [k, v] of Object.entries(query)) {
     for (const one of [].concat(v)) if (one !== "" && one !== null && one !== undefined) url.searchParams.append(k, one);
@@ -70,7 +71,7 @@ async function api(path, { method = "GET", body, query } = {}) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && state.session?.csrf_token) headers["X-CSRF-Token"] = state.session.csrf_token;
   const resp = await fetch(url, {
-    method, headers, credentials: "same-origin",
+    method, headers, credentials: "same-origin", signal,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = resp.status === 204 ? null : await resp.json().catch(() => null);
@@ -188,6 +189,9 @@ const live = {
 // ------------------------------------------------------------------ sign-in and the frame
 function signedOut(message) {
   state.session = null;
+  state.refresh = null;
+  state.requests.abort();
+  state.requests = new AbortController();
   live.stop();
   $("#top").hidden = true;
   renderSignIn(message);
@@ -232,6 +236,8 @@ async function signOut() {
   // nothing of the page may ask the API between now and the sign-in form
   live.stop();
   state.refresh = null;
+  state.requests.abort();
+  state.requests = new AbortController();
   try { await api("/api/v1/session", { method: "DELETE" }); } catch { /* ended anyway */ }
   signedOut("You are signed out.");
 }
@@ -270,7 +276,7 @@ async function route() {
   try {
     await render(parts, params);
   } catch (err) {
-    if (err.status === 401) return;
+    if (err.status === 401 || err.name === "AbortError") return;
     main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, err.message));
   }
 }
