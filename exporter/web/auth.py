@@ -54,8 +54,10 @@ class Tokens:
         return found
 
     def named(self, name: str) -> Principal | None:
-        """The principal of the configured token called ``name`` (a session's token)."""
-        return next((p for _, p in self._tokens if p.name == name), None)
+        """The principal of the configured tokens called ``name`` (a session's token; two
+        tokens may share a name while one is rotated): their scopes together."""
+        held = [p.scopes for _, p in self._tokens if p.name == name]
+        return Principal(name, frozenset().union(*held)) if held else None
 
 
 def tokens_of(app: web.Application) -> Tokens:

@@ -23,6 +23,7 @@ from exporter.web.payload import decode_json, json_response, media_type, read_bo
 COOKIE = "mexp_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SCOPES = ("read", "write", "ack", "admin")
 # the fixed UIDs of the dashboards shipped in grafana/dashboards (tests check they exist)
 GRAFANA_DASHBOARDS = {
     "Overview": "monitoring-overview",
@@ -123,7 +124,10 @@ async def from_cookie(request: web.Request) -> Principal | None:
         if not hmac.compare_digest(presented, row["csrf_secret"].encode()):
             raise _forbidden(f"a write with the session cookie needs the {CSRF_HEADER} header")
     request[SESSION] = dict(row)
-    return Principal(current.name, frozenset(row["scopes"]) & current.scopes)
+    # what both the session and the token allow now (admin implies every scope)
+    signed = Principal(current.name, frozenset(row["scopes"]))
+    held = {s for s in SCOPES if signed.allows(s) and current.allows(s)}
+    return Principal(current.name, frozenset(held))
 
 
 def _out(request: web.Request, principal: Principal, row: Any | None) -> Session:

@@ -251,3 +251,23 @@ def test_the_grafana_links_name_the_shipped_dashboards() -> None:
         for path in (peers.REPO / "grafana" / "dashboards").glob("*.json")
     }
     assert set(GRAFANA_DASHBOARDS.values()) == shipped
+
+
+async def test_a_session_holds_what_its_token_still_allows(
+    make_client: MakeClient, client: TestClient[Any, Any]
+) -> None:
+    boss = await sign_in(client, "a-token")
+    # the same name, now read-only (another replica with a newer configuration)
+    narrowed = {"auth": {"tokens": [{"name": "boss", "token": "a-token-2", "scopes": ["read"]}]}}
+    other = await make_client(narrowed)
+    resp = await other.get("/api/v1/session", headers={"Cookie": f"mexp_session={boss.cookie}"})
+    assert (await resp.json())["scopes"] == ["read"]
+    resp = await other.get("/api/v1/alerts", headers={"Cookie": f"mexp_session={boss.cookie}"})
+    assert resp.status == 200
+    resp = await other.put(
+        "/api/v1/thresholds/db/cpu",
+        json={"critical": 0.9},
+        headers={**boss.headers(), "Origin": f"http://{other.host}:{other.port}"},
+    )
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "forbidden"
