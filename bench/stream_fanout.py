@@ -1,8 +1,10 @@
 """The change stream's fan-out: 1,000 WebSocket subscribers on the real app and a real
-PostgreSQL while health samples are pushed at 500/s. Figures: p99 delivery lag (from the
-moment each sample was due to be pushed, stamped into its ``metadata``, to its receipt by a
-subscriber), against the same run with a single subscriber; and the server's memory per idle
-subscriber (RSS with 1,000 idle subscribers less RSS with none, over 1,000).
+PostgreSQL while health samples are pushed at 500/s. Figures, each against the same run with
+a single subscriber: p99 delivery lag from the moment each sample was due to be pushed
+(stamped into its ``metadata``) to each receipt, an upper bound of commit to receipt that
+counts a slow write too; p99 from each push's answer (committed by then) to the receipt by
+the last of its subscribers, a lower bound; and the server's memory per idle subscriber (RSS
+with 1,000 idle subscribers less RSS with none, over 1,000).
 
 Three processes share the machine with PostgreSQL: the server (``python -m
 bench.stream_fanout SERVE DSN PORT``), the subscribers (``... CLIENTS PORT N``, driven over
@@ -12,12 +14,14 @@ message, events with ``data.metadata``), so the bench keeps working whatever the
 inside. Each of the 1,000 subscribers follows one of 100 services (``filter.service``, the
 way a dashboard widget follows its service); the pushes go round the 100, so each sample
 reaches 10 subscribers (5,000 messages/s). The baseline's one subscriber follows them all.
+A round's line on stderr shows where the time went (the pushes' own latency, the cores used).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -69,21 +73,36 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard), hard))
 
 
-def _push(service: str, sent: float) -> bytes:
+_numbers = itertools.count()
+
+
+def _push(service: str, sent: float, n: int) -> bytes:
     body = {
         "service": service,
         "metric_type": "queue_depth",
         "value": 1.0,
-        "metadata": {"sent": sent},
+        "metadata": {"sent": sent, "n": n},
     }
     return http_request("/api/v1/health-metrics", json.dumps(body).encode(), "application/json",
                         WRITE_TOKEN)  # fmt: skip
 
 
-async def _write(conns: list[Connection], rate: float, seconds: float, start_index: int) -> int:
+class Pushed:
+    """What a writing phase did: how many pushes, how long each took from its due time to
+    its answer (a late or slow push shows here as well as in the lag), and when each was
+    answered (committed by then), by number."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.waited: list[float] = []
+        self.answered: dict[int, float] = {}
+
+
+async def _write(conns: list[Connection], rate: float, seconds: float, start_index: int) -> Pushed:
     """Push ``rate`` samples/s for ``seconds`` (round robin over the services), each stamped
-    with the wall-clock time it was due; returns how many."""
-    total = int(rate * seconds)
+    with the wall-clock time it was due."""
+    pushed = Pushed()
+    total = pushed.count = int(rate * seconds)
     start = time.perf_counter() + 0.01
     wall = time.time() - time.perf_counter()  # perf_counter -> wall clock
     taken = 0
@@ -97,12 +116,15 @@ async def _write(conns: list[Connection], rate: float, seconds: float, start_ind
             if delay > 0:
                 await asyncio.sleep(delay)
             service = f"svc-{(start_index + i) % SERVICES}"
-            status = await conn.send(_push(service, wall + due))
+            n = next(_numbers)
+            status = await conn.send(_push(service, wall + due, n))
+            pushed.answered[n] = time.time()
+            pushed.waited.append(time.perf_counter() - due)
             if status != 201:
                 raise RuntimeError(f"push answered {status}")
 
     await asyncio.gather(*(sender(c) for c in conns))
-    return total
+    return pushed
 
 
 class Clients:
@@ -119,7 +141,7 @@ class Clients:
     async def start(cls, port: int, n: int) -> Clients:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.stream_fanout", "CLIENTS", str(port), str(n),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24,
         )  # fmt: skip
         clients = cls(proc)
         await clients.ask("")  # connected and subscribed
@@ -155,23 +177,29 @@ async def _until_live(clients: Clients, conns: list[Connection], n: int) -> None
 
 async def _rounds(
     server: int, clients: Clients, conns: list[Connection], rounds: int, per_sample: int
-) -> tuple[float, int]:
-    """Median p99 lag (ms) over rounds, and deliveries lost."""
-    p99s, lost = [], 0
+) -> tuple[float, float, int]:
+    """Medians over rounds of two p99 lags (ms): from each push's due time to each receipt,
+    and from each push's answer to its last subscriber's receipt; and deliveries lost."""
+    p99s, after_answer, lost = [], [], 0
     for r in range(rounds):
         cpu = {pid: _cpu_seconds(pid) for pid in (server, clients.proc.pid)}
         pushed = await _write(conns, RATE, SECONDS, r)
-        report = await clients.ask(f"COLLECT {pushed * per_sample}")
-        lost += pushed * per_sample - report["received"]
+        report = await clients.ask(f"COLLECT {pushed.count * per_sample}")
+        lost += pushed.count * per_sample - report["received"]
         p99s.append(report["p99"] * 1000)
+        last = {int(n): t for n, t in report["last"].items()}
+        answered = [last[n] - t for n, t in pushed.answered.items() if n in last]
+        after_answer.append(percentile(answered, 99) * 1000)
         used = [(_cpu_seconds(pid) - t) / SECONDS for pid, t in cpu.items()]
         print(
-            f"# stream_fanout: {report['received']} deliveries, p50 {report['p50'] * 1000:.1f} ms,"
-            f" p99 {report['p99'] * 1000:.1f} ms; cores used: server {used[0]:.2f},"
-            f" subscribers {used[1]:.2f}; load average {os.getloadavg()[0]:.1f}",
+            f"# stream_fanout: {report['received']} deliveries, lag p50"
+            f" {report['p50'] * 1000:.1f} ms, p99 {p99s[-1]:.1f} ms; pushes answered p99"
+            f" {percentile(pushed.waited, 99) * 1000:.1f} ms after due; answer to last receipt"
+            f" p99 {after_answer[-1]:.1f} ms; cores used: server {used[0]:.2f}, subscribers"
+            f" {used[1]:.2f}; load average {os.getloadavg()[0]:.1f}",
             file=sys.stderr,
         )
-    return statistics.median(p99s), lost
+    return statistics.median(p99s), statistics.median(after_answer), lost
 
 
 async def _settled_rss(pid: int) -> int:
@@ -201,7 +229,7 @@ async def run(rounds: int) -> list[Figure]:
 
             one = await Clients.start(port, 1)
             await _until_live(one, conns, 1)
-            base_p99, base_lost = await _rounds(server.pid, one, conns, rounds, 1)
+            base_p99, base_after, base_lost = await _rounds(server.pid, one, conns, rounds, 1)
             await one.stop()
 
             before = await _settled_rss(server.pid)
@@ -209,7 +237,9 @@ async def run(rounds: int) -> list[Figure]:
             await _until_live(many, conns, SUBSCRIBERS)
             idle = await _settled_rss(server.pid)
             per_subscriber = (idle - before) / SUBSCRIBERS / 1024
-            p99, lost = await _rounds(server.pid, many, conns, rounds, SUBSCRIBERS // SERVICES)
+            p99, after, lost = await _rounds(
+                server.pid, many, conns, rounds, SUBSCRIBERS // SERVICES
+            )
             await many.stop()
         finally:
             for proc in [*Clients.started, server]:
@@ -222,6 +252,9 @@ async def run(rounds: int) -> list[Figure]:
         Figure(f"p99 delivery lag, {SUBSCRIBERS:,} subscribers, {RATE:,.0f} pushes/s", p99, "ms",
                target="< 250 ms", baseline=base_p99,
                baseline_name="one subscriber following every service", met=p99 < 250),
+        Figure("p99 from a push's answer to its last subscriber", after, "ms",
+               target="< 250 ms", baseline=base_after,
+               baseline_name="one subscriber following every service", met=after < 250),
         Figure("server memory per idle subscriber", per_subscriber, "KiB",
                target="< 50 KB", met=per_subscriber * 1024 < 50_000),
     ]  # fmt: skip
@@ -262,6 +295,7 @@ async def _clients(port: int, n: int) -> None:
     _raise_fd_limit()
     lags: list[float] = []
     got = [0] * n
+    last: dict[int, float] = {}  # push number -> when its last subscriber got it
     # COLLECT waits for this many deliveries
     wanted = [float("inf")]
     enough = asyncio.Event()
@@ -280,7 +314,10 @@ async def _clients(port: int, n: int) -> None:
         async for msg in ws:
             event = decode(msg.data)
             if event.get("type") == "event":
-                lags.append(time.time() - event["data"]["metadata"]["sent"])
+                now = time.time()
+                metadata = event["data"]["metadata"]
+                lags.append(now - metadata["sent"])
+                last[metadata["n"]] = now
                 got[k] += 1
                 if len(lags) >= wanted[0]:
                     enough.set()
@@ -312,8 +349,10 @@ async def _clients(port: int, n: int) -> None:
                 enough.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(enough.wait(), DRAIN_SECONDS)
-            say({"received": len(lags), "p50": percentile(lags, 50), "p99": percentile(lags, 99)})
+            say({"received": len(lags), "p50": percentile(lags, 50),
+                 "p99": percentile(lags, 99), "last": last})  # fmt: skip
             lags.clear()
+            last.clear()
             enough.clear()
             wanted[0] = float("inf")
         elif command == "STOP":
