@@ -56,9 +56,13 @@ class Route:
     #: the OpenAPI security of a route without a scope that still reads credentials (the
     #: console's sign-in and session routes)
     security: list[dict[str, list[str]]] | None = None
-    #: for web pages: takes ``?ticket=`` (POST /api/v1/stream/tickets) in lieu of a bearer
-    #: token, and refuses an ``Origin`` that is neither the service's own nor allowed
+    #: for web pages: refuses an ``Origin`` that is neither the service's own nor in
+    #: ``web.allowed_origins``, and gives allowed ones CORS
     browser: bool = False
+    #: a stream a web page opens: takes ``?ticket=`` (POST /api/v1/stream/tickets) in lieu of
+    #: a bearer token (implies ``browser``; never on the tickets route, or a ticket would buy
+    #: the next one for ever)
+    ticket: bool = False
 
 
 class Api:
@@ -67,7 +71,7 @@ class Api:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self._scopes: dict[AbstractRoute, Scope | None] = {}
-        self._browser: set[AbstractRoute] = set()
+        self._tickets: set[AbstractRoute] = set()
         #: the paths of browser routes (their OPTIONS requests match no route)
         self.browser_paths: set[str] = set()
 
@@ -78,13 +82,14 @@ class Api:
         )
         self.routes.append(route)
         self._scopes[registered] = route.scope
-        if route.browser:
-            self._browser.add(registered)
+        if route.browser or route.ticket:
             self.browser_paths.add(route.path)
+        if route.ticket:
+            self._tickets.add(registered)
 
     def takes_ticket(self, route: AbstractRoute) -> bool:
         """Whether a matched route accepts a stream ticket instead of a bearer token."""
-        return route in self._browser
+        return route in self._tickets
 
     def scope_of(self, route: AbstractRoute) -> tuple[bool, Scope | None]:
         """(known, scope) of a matched route; unknown routes are not part of the API table."""
@@ -211,9 +216,10 @@ def _errors(r: Route) -> dict[int, str]:
         codes |= {413: "the body exceeds its limit", 415: "unsupported content type or encoding"}
     if r.idempotent:
         codes[422] = "the Idempotency-Key was used for another request"
-    if r.browser:
-        codes[401] = "missing or invalid token, or an unknown, used or expired ticket"
+    if r.browser or r.ticket:
         codes[403] = "the token lacks the scope, or the Origin is not allowed"
+    if r.ticket:
+        codes[401] = "missing or invalid token, or an unknown, used or expired ticket"
     return codes | r.responses
 
 

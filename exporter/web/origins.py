@@ -1,10 +1,10 @@
 """Which web pages may use the browser routes (streams, tickets): the Origin check and CORS.
 
 A browser names the page's origin in ``Origin`` (on every WebSocket handshake and every
-cross-origin fetch). On a browser route (``Route.browser``), a request whose Origin is neither
-the service's own nor in ``web.allowed_origins`` is answered 403 before any upgrade; an
-allowed origin gets CORS headers, and its preflight (OPTIONS) is answered here. Requests
-without ``Origin`` (curl, services) are not browsers' and pass.
+cross-origin fetch). On a browser route (``Route.browser`` or ``Route.ticket``), a request
+whose Origin is neither the service's own nor in ``web.allowed_origins`` is answered 403
+before any upgrade; an allowed origin gets CORS headers, and its preflight (OPTIONS) is
+answered here. Requests without ``Origin`` (curl, services) are not browsers' and pass.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
         and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
     ):
         allowed = sorted(
-            r.method for r in request.app[API].routes if r.path == request.path and r.browser
+            r.method
+            for r in request.app[API].routes
+            if r.path == request.path and (r.browser or r.ticket)
         )
         return web.Response(
             status=204,

@@ -82,7 +82,7 @@ def setup(app: web.Application) -> None:
             messages=Subscribe,
             status=101,
             tags=("stream",),
-            browser=True,
+            ticket=True,
         ),
     )
 

@@ -197,7 +197,11 @@ async def test_a_ticket_opens_only_the_stream_routes(
     ticket = (await issue(client))["ticket"]
     resp = await client.get(f"/api/v1/health-metrics?ticket={ticket}")
     assert resp.status == 401
-    assert await db.fetchval(COUNT) == 1  # not consumed either
+    # nor does it buy the next ticket (a leaked one would live for ever)
+    resp = await client.post(f"{TICKETS}?ticket={ticket}")
+    assert resp.status == 401
+    assert (await error_of(resp))["code"] == "unauthorized"
+    assert await db.fetchval(COUNT) == 1  # neither consumed nor added to
 
 
 async def test_with_auth_disabled_no_ticket_is_needed(make_client: MakeClient) -> None:
