@@ -51,7 +51,7 @@ class Announcement:
         if self.demo:
             lines.append(
                 "  demo:  seeded demo data (services, incidents, quality checks, performance"
-                " logs); try /api/v1/overview and /metrics"
+                " logs); open the console at / or try /api/v1/overview and /metrics"
             )
         if not self.api_auth:
             lines.append("  auth:  off: the API answers without a token (no tokens configured)")

@@ -149,6 +149,12 @@ def test_check_config_accepts_the_spec_example(
             "auth.tokens[0].scopes[0]: invalid enum value 'root'",
         ),
         ("services: [{name: a}]\n", "services[0].http: give a probe"),
+        (
+            "web: {allowed_origins: ['https://ok.example', 'https://x.example/app']}\n",
+            "web.allowed_origins[1]: expected scheme://host[:port] (no path)",
+        ),
+        ("web: {allowed_origins: '*'}\n", "web.allowed_origins: expected a list, got a string"),
+        ("web: {stream_ticket_ttl: 0s}\n", "web.stream_ticket_ttl: must be more than 0"),
         ("web: [1, 2]\n", "web: expected a mapping"),
         ("web: {listen_address: ':9810'\n", "invalid YAML"),
     ],

@@ -355,8 +355,9 @@ async def test_the_reader_stays_select_only(db: asyncpg.Connection, reader: str)
         )
         # the six of the contract, counts, the retention policy, migration 6's state, and
         # migration 8's maintenance windows and heartbeats, migration 9's rollups, migration
-        # 7's change log and its state
-        assert len(tables) == 21
+        # 7's change log and its state, migration 10's console sessions, migration 11's stream
+        # tickets
+        assert len(tables) == 23
         for table, column in tables:
             for statement in (
                 f"INSERT INTO monitoring.{table} DEFAULT VALUES",
@@ -376,3 +377,22 @@ async def test_the_reader_stays_select_only(db: asyncpg.Connection, reader: str)
     finally:
         await conn.close()
     assert await db.fetchval("SELECT count(*) FROM monitoring.system_health_metrics") == 1
+
+
+async def test_console_sessions_are_the_writers_alone(
+    db: asyncpg.Connection, reader: str, writer: asyncpg.Connection
+) -> None:
+    await writer.execute(
+        "INSERT INTO monitoring.console_sessions (id_hash, token_name, scopes, csrf_secret,"
+        " expires_at) VALUES (sha256('x'), 'ann', '{read}', repeat('c', 43), now() + '1h')"
+    )
+    conn = await asyncpg.connect(reader)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT * FROM monitoring.console_sessions")
+    finally:
+        await conn.close()
+    # signing out deletes; nothing else the writer holds can be deleted
+    assert await writer.execute("DELETE FROM monitoring.console_sessions") == "DELETE 1"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await writer.execute("DELETE FROM monitoring.monitoring_dashboard_config")

@@ -17,6 +17,8 @@ from exporter.config.types import Duration, read_secret
 
 Scope = Literal["read", "write", "ack", "admin"]
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# what a browser sends in Origin: a scheme, a host and maybe a port, nothing after
+_ORIGIN = re.compile(r"https?://(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?")
 
 
 class Database(Section, frozen=True):
@@ -84,6 +86,11 @@ class Web(Section, frozen=True):
     stream_queue_size: int = 1000
     #: WebSocket ping interval
     stream_heartbeat: Duration = msgspec.field(default_factory=lambda: Duration(20))
+    #: how long a stream ticket (POST /api/v1/stream/tickets) opens a stream, once
+    stream_ticket_ttl: Duration = msgspec.field(default_factory=lambda: Duration(30))
+    #: origins (scheme://host[:port]) whose pages may open streams and get tickets; the
+    #: service's own origin always may
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         _, sep, port = self.listen_address.rpartition(":")
@@ -91,6 +98,17 @@ class Web(Section, frozen=True):
             raise ValueError("listen_address: expected HOST:PORT or :PORT")
         if self.alertmanager_max_body_bytes < 16 << 20:
             raise ValueError("alertmanager_max_body_bytes: must be at least 16 MiB")
+        if not 0 < self.stream_ticket_ttl.seconds <= 3600:
+            raise ValueError("stream_ticket_ttl: must be more than 0 and at most 1h")
+        for i, origin in enumerate(self.allowed_origins):
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"allowed_origins[{i}]: expected scheme://host[:port] (no path), got {origin!r}"
+                )
+        # browsers send origins in lower case (and without the default port they were given)
+        msgspec.structs.force_setattr(
+            self, "allowed_origins", [o.lower() for o in self.allowed_origins]
+        )
 
 
 class Token(Section, frozen=True):
@@ -120,6 +138,23 @@ class Auth(Section, frozen=True):
     disabled: bool = False
 
 
+class Console(Section, frozen=True):
+    """The operator console at ``/``: its sessions and its links to Grafana."""
+
+    #: how long a console session lasts after sign-in
+    session_ttl: Duration = msgspec.field(default_factory=lambda: Duration(12 * 3600))
+    #: Grafana's base URL (e.g. https://grafana.example.com); the console links its
+    #: dashboards (fixed UIDs) when set
+    grafana_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.session_ttl.seconds <= 30 * 86400:
+            raise ValueError("session_ttl: must be between 1m and 30d")
+        url = self.grafana_url
+        if url is not None and not (url.startswith(("http://", "https://")) and "<" not in url):
+            raise ValueError("grafana_url: must be an http:// or https:// URL")
+
+
 class Config(Section, frozen=True):
     """The whole configuration, parsed once and never changed."""
 
@@ -134,6 +169,7 @@ class Config(Section, frozen=True):
     retention: Retention = msgspec.field(default_factory=Retention)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
     heartbeats: list[Heartbeat] = msgspec.field(default_factory=list)
+    console: Console = msgspec.field(default_factory=Console)
     #: demo mode (set by --demo)
     demo: bool = False
 

@@ -13,7 +13,8 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from exporter.web.errors import ErrorEnvelope
 
-Scope = Literal["read", "write", "ack", "admin"]
+#: ``any``: every valid token, whatever its scopes (a person's own saved views)
+Scope = Literal["read", "write", "ack", "admin", "any"]
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -52,6 +53,16 @@ class Route:
     #: that are not JSON (OTLP's protobuf)
     other_bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     other_responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the OpenAPI security of a route without a scope that still reads credentials (the
+    #: console's sign-in and session routes)
+    security: list[dict[str, list[str]]] | None = None
+    #: for web pages: refuses an ``Origin`` that is neither the service's own nor in
+    #: ``web.allowed_origins``, and gives allowed ones CORS
+    browser: bool = False
+    #: a stream a web page opens: takes ``?ticket=`` (POST /api/v1/stream/tickets) in lieu of
+    #: a bearer token (implies ``browser``; never on the tickets route, or a ticket would buy
+    #: the next one for ever)
+    ticket: bool = False
 
 
 class Api:
@@ -60,6 +71,9 @@ class Api:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self._scopes: dict[AbstractRoute, Scope | None] = {}
+        self._tickets: set[AbstractRoute] = set()
+        #: the paths of browser routes (their OPTIONS requests match no route)
+        self.browser_paths: set[str] = set()
 
     def add(self, app: web.Application, route: Route) -> None:
         """Add a route to the app's router."""
@@ -68,6 +82,14 @@ class Api:
         )
         self.routes.append(route)
         self._scopes[registered] = route.scope
+        if route.browser or route.ticket:
+            self.browser_paths.add(route.path)
+        if route.ticket:
+            self._tickets.add(registered)
+
+    def takes_ticket(self, route: AbstractRoute) -> bool:
+        """Whether a matched route accepts a stream ticket instead of a bearer token."""
+        return route in self._tickets
 
     def scope_of(self, route: AbstractRoute) -> tuple[bool, Scope | None]:
         """(known, scope) of a matched route; unknown routes are not part of the API table."""
@@ -96,7 +118,11 @@ class Api:
             if r.handler.__doc__:
                 op["description"] = r.handler.__doc__.strip()
             if r.scope is not None:
+                # (the console's session cookie stands for the token it was made from: see
+                # the "session" scheme)
                 op["security"] = [{"bearer": [r.scope]}]
+            elif r.security is not None:
+                op["security"] = r.security
             params = _parameters(components, r.path_params, "path")
             params += _parameters(components, r.query, "query")
             if r.idempotent:
@@ -131,7 +157,17 @@ class Api:
             "paths": paths,
             "components": {
                 "schemas": components,
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer"},
+                    "session": {
+                        "type": "apiKey",
+                        "in": "cookie",
+                        "name": "mexp_session",
+                        "description": "the console's session (POST /api/v1/session), "
+                        "accepted by every route in place of the token it was made from; a "
+                        "write with it needs the X-CSRF-Token header",
+                    },
+                },
             },
         }
 
@@ -180,6 +216,10 @@ def _errors(r: Route) -> dict[int, str]:
         codes |= {413: "the body exceeds its limit", 415: "unsupported content type or encoding"}
     if r.idempotent:
         codes[422] = "the Idempotency-Key was used for another request"
+    if r.browser or r.ticket:
+        codes[403] = "the token lacks the scope, or the Origin is not allowed"
+    if r.ticket:
+        codes[401] = "missing or invalid token, or an unknown, used or expired ticket"
     return codes | r.responses
 
 

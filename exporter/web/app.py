@@ -17,25 +17,31 @@ from exporter.features import maintenance as maintenance_feature
 from exporter.features import performance_logs as logs_feature
 from exporter.features import quality as quality_feature
 from exporter.features import stream as stream_feature
+from exporter.features import tickets as tickets_feature
 from exporter.features.core import SELF_METRICS
 from exporter.web import (
     alertmanager,
     alerts,
     auth,
+    dashboards,
     events,
     health,
     heartbeats,
     maintenance,
     metrics,
     otlp,
+    page,
     performance_logs,
     probes,
     quality,
     selftest,
+    sessions,
     stream,
+    tickets,
 )
 from exporter.web.api import API, Api
 from exporter.web.errors import Handler, error_middleware
+from exporter.web.origins import origin_middleware
 from exporter.web.payload import json_response
 
 
@@ -72,7 +78,12 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
         config.web.performance_logs_max_body_bytes,
     )
     app = web.Application(
-        middlewares=[request_metrics_middleware, error_middleware, auth.auth_middleware],
+        middlewares=[
+            request_metrics_middleware,
+            origin_middleware,
+            error_middleware,
+            auth.auth_middleware,
+        ],
         client_max_size=limit,
         # bodies are inflated by payload.read_body, which bounds the inflated size itself
         handler_args={"max_field_size": 16384, "auto_decompress": False},
@@ -88,6 +99,7 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
         quality_feature,
         logs_feature,
         stream_feature,
+        tickets_feature,
         overview,
     ):
         feature.setup(app)
@@ -110,7 +122,11 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
         quality,
         stream,
         events,
+        tickets,
         selftest,
+        sessions,
+        dashboards,
+        page,
     ):
         routes.setup(app)
     return app

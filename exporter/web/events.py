@@ -33,6 +33,9 @@ class EventsQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: str | None = None
     metric_type: str | None = None
     dataset: str | None = None
+    #: from POST /api/v1/stream/tickets, for a web page's EventSource (no Authorization
+    #: header); used up by this request, so a page reconnects with a new one and ``after``
+    ticket: str | None = None
 
 
 def _bad(name: str, message: str) -> ApiError:
@@ -148,5 +151,6 @@ def setup(app: web.Application) -> None:
             query=EventsQuery,
             content_types=("text/event-stream",),
             tags=("stream",),
+            ticket=True,
         ),
     )

@@ -25,6 +25,7 @@ from exporter.features.stream import (
 from exporter.storage import StorageUnavailable
 from exporter.storage.changes import CHANNELS
 from exporter.web.api import API, Route
+from exporter.web.tickets import TicketQuery
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,11 @@ def setup(app: web.Application) -> None:
             stream,
             "WebSocket of changes (health_metrics, system_alerts, data_quality, status_changes)",
             "read",
+            query=TicketQuery,
             messages=Subscribe,
             status=101,
             tags=("stream",),
+            ticket=True,
         ),
     )
 
