@@ -41,7 +41,7 @@ from exporter.web import (
 )
 from exporter.web.api import API, Api
 from exporter.web.errors import Handler, error_middleware
-from exporter.web.origins import origin_middleware
+from exporter.web.origins import cors_headers, origin_middleware
 from exporter.web.payload import json_response
 
 
@@ -88,6 +88,7 @@ def create_app(config: Config, *, dsn: str, replica: str | None = None) -> web.A
         # bodies are inflated by payload.read_body, which bounds the inflated size itself
         handler_args={"max_field_size": 16384, "auto_decompress": False},
     )
+    app.on_response_prepare.append(cors_headers)
     # the application layer: each feature's state, views, scheduled work and lifetimes
     core.setup(app, config, dsn, replica or core.replica_name(config, None))
     for feature in (

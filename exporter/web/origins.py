@@ -5,6 +5,8 @@ cross-origin fetch). On a browser route (``Route.browser`` or ``Route.ticket``),
 whose Origin is neither the service's own nor in ``web.allowed_origins`` is answered 403
 before any upgrade; an allowed origin gets CORS headers, and its preflight (OPTIONS) is
 answered here. Requests without ``Origin`` (curl, services) are not browsers' and pass.
+The CORS headers are added as the response is prepared (``cors_headers``), so a stream the
+handler starts itself (Server-Sent Events) carries them as well as an ordinary answer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from exporter.web.errors import ApiError, Handler, error_response
 
 _ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 _PREFLIGHT_MAX_AGE = "600"
+#: the allowed browser origin a request came from, for its response's CORS headers
+CORS_ORIGIN = web.RequestKey("cors_origin", str)
 
 
 def origin_allowed(request: web.Request, origin: str) -> bool:
@@ -76,7 +80,14 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
                 origin,
             ),
         )
-    response = await handler(request)
-    if not response.prepared:  # a WebSocket's handshake is sent already (and needs no CORS)
+    request[CORS_ORIGIN] = origin
+    return await handler(request)
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: CORS headers on every answer to an allowed origin, before
+    they are sent (a streaming handler sends them before it returns)."""
+    origin = request.get(CORS_ORIGIN)
+    # a WebSocket's handshake needs no CORS (browsers check its Origin themselves)
+    if origin is not None and not isinstance(response, web.WebSocketResponse):
         response.headers.update(_cors(None, origin))
-    return response

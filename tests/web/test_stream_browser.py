@@ -1,9 +1,10 @@
 """A real headless Chromium: a page served from another origin gets stream tickets through its
-own backend, follows the stream over a WebSocket, resumes with its cursors after its
-connection is cut, and a page from an origin that is not allowed is refused."""
+own backend, follows the stream over a WebSocket and over Server-Sent Events, resumes with its
+cursors after its connection is cut, and a page from an origin that is not allowed is refused."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from playwright.async_api import Browser, Page, async_playwright
 
+from exporter.features.stream import HUB
 from tests.conftest import MakeClient, eventually
 from tests.support.peers import peer
 from tests.support.proxy import TcpProxy
@@ -27,20 +29,24 @@ OPERATOR = {"Authorization": "Bearer operator-token"}
 TICKETS = "/api/v1/stream/tickets"
 COUNT_TICKETS = "SELECT count(*) FROM monitoring.stream_tickets"
 
-# The dashboard: asks its own backend for a ticket (it never sees the token), opens the
-# stream, remembers the last cursor of each channel, and after any close starts over with a
-# new ticket from those cursors.
-PAGE = """<!doctype html>
-<title>dashboard</title>
-<script>
-window.events = []; window.closes = []; window.opens = 0; window.tickets = 0;
-const cursors = {};
+# Both dashboards ask their own backend for a ticket (they never see the token).
+TICKET = """<script>
 async function ticket() {
   const resp = await fetch("/ticket", {method: "POST"});
   if (!resp.ok) throw new Error("ticket: " + resp.status);
   window.tickets++;
   return (await resp.json()).ticket;
 }
+</script>
+"""
+
+# The WebSocket dashboard: opens the stream, remembers the last cursor of each channel, and
+# after any close starts over with a new ticket from those cursors.
+PAGE = """<!doctype html>
+<title>dashboard</title>
+<script>
+window.events = []; window.closes = []; window.opens = 0; window.tickets = 0;
+const cursors = {};
 async function connect() {
   let t;
   try { t = await ticket(); } catch (e) { setTimeout(connect, 100); return; }
@@ -62,6 +68,39 @@ window.reconnect = true;
 </script>
 """
 
+# The EventSource dashboard: a ticket opens one stream once, so EventSource's own reconnect
+# (the same URL, its ticket spent: 401, fatal) is no use; on any error the page closes it and
+# opens a new one with a new ticket and ``after`` its last id (one cursor: ids are in commit
+# order across channels).
+EVENT_SOURCE_PAGE = """<!doctype html>
+<title>dashboard (Server-Sent Events)</title>
+<script>
+window.events = []; window.errors = []; window.opens = 0; window.tickets = 0;
+window.last = null;
+async function connect() {
+  let t;
+  try { t = await ticket(); } catch (e) { setTimeout(connect, 100); return; }
+  let url = STREAM + "?channels=health_metrics,system_alerts&service=browser&ticket="
+    + encodeURIComponent(t);
+  if (window.last !== null) url += "&after=" + encodeURIComponent(window.last);
+  const source = new EventSource(url);
+  source.onopen = () => { window.opens++; };
+  for (const kind of ["event", "reset"]) {
+    source.addEventListener(kind, (m) => {
+      window.events.push({kind: kind, id: m.lastEventId, message: JSON.parse(m.data)});
+      window.last = m.lastEventId;
+    });
+  }
+  source.onerror = () => {
+    window.errors.push(source.readyState);
+    source.close();
+    if (window.reconnect) setTimeout(connect, 100);
+  };
+}
+window.reconnect = true;
+</script>
+"""
+
 
 class Backend:
     """The dashboard's own server (another origin than the service's): serves the page and
@@ -70,6 +109,7 @@ class Backend:
     def __init__(self) -> None:
         self.service = ""  # the service's base URL, for the backend
         self.stream = ""  # the stream's URL, as the page reaches it
+        self.html = PAGE  # the dashboard it serves
         self.app = web.Application()
         self.app.router.add_get("/", self.page)
         self.app.router.add_post("/ticket", self.ticket)
@@ -81,7 +121,7 @@ class Backend:
 
     async def page(self, request: web.Request) -> web.Response:
         script = f"<script>const STREAM = {self.stream!r};</script>\n"
-        return web.Response(text=script + PAGE, content_type="text/html")
+        return web.Response(text=script + TICKET + self.html, content_type="text/html")
 
     async def ticket(self, request: web.Request) -> web.Response:
         async with (
@@ -320,5 +360,161 @@ async def test_a_page_from_an_origin_not_allowed_is_refused(
         assert statuses[sent] == 403
         assert cors[sent] == "MissingAllowOriginHeader"
         assert await db.fetchval(COUNT_TICKETS) == 1
+    finally:
+        await page.close()
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    """A cursor's place in commit order (``<xid>-<id>``)."""
+    xid, _, row = cursor.partition("-")
+    return int(xid), int(row)
+
+
+async def test_a_page_from_another_origin_follows_server_sent_events_and_resumes_after_a_cut(
+    make_client: MakeClient,
+    db: asyncpg.Connection,
+    browser: Browser,
+    backends: tuple[Backend, Backend],
+) -> None:
+    dashboard, _ = backends
+    client = await make_client(
+        {
+            "auth": {"tokens": TOKENS},
+            "host": {"enabled": False},
+            "web": {"allowed_origins": [dashboard.origin]},
+        }
+    )
+    assert client.port is not None
+    proxy = TcpProxy(("127.0.0.1", client.port))
+    await proxy.start()
+    proxy.enable()
+    dashboard.service = str(client.make_url("")).rstrip("/")
+    dashboard.stream = f"http://127.0.0.1:{proxy.port}/api/v1/events"
+    dashboard.html = EVENT_SOURCE_PAGE
+    hub = client.app[HUB]
+    page = await browser.new_page()
+    try:
+        await page.goto(dashboard.origin + "/")
+        await page.evaluate("connect()")
+        await wait_subscribed(client)
+        await push_health(client, 100)
+        await alertmanager(client, "firing")
+        await wait_events(page, 2)
+
+        # the connection drops; what is committed meanwhile must come after the resume
+        await proxy.cut()
+
+        async def failed() -> bool:
+            return bool(await page.evaluate("window.errors.length")) and not hub.subscribers
+
+        await eventually(failed, timeout=10)
+        await push_health(client, 200)
+        alert_id = await db.fetchval("SELECT id FROM monitoring.system_alerts")
+        resp = await client.post(
+            f"/api/v1/alerts/{alert_id}/acknowledge", json={"by": "ann"}, headers=OPERATOR
+        )
+        assert resp.status == 200
+        proxy.enable()
+        await wait_events(page, 4)
+        await wait_subscribed(client)
+        await push_health(client, 300)
+        await alertmanager(client, "resolved")
+        got = await wait_events(page, 6)
+
+        # one cursor for both channels: every change once, in commit order (the writes')
+        assert seen([e["message"] for e in got]) == [
+            ("health", 0.1),
+            ("alert", "active"),
+            ("health", 0.2),
+            ("alert", "acknowledged"),
+            ("health", 0.3),
+            ("alert", "resolved"),
+        ]
+        assert [e["kind"] for e in got] == ["event"] * 6
+        assert [e["id"] for e in got] == [e["message"]["cursor"] for e in got]
+        ids = [cursor_key(e["id"]) for e in got]
+        assert ids == sorted(set(ids))
+        opens, tickets = await page.evaluate("[window.opens, window.tickets]")
+        assert opens >= 2
+        # every EventSource took its own ticket and used it up (none was reused: a reused one
+        # would be a 401 and leave the page without events); the ones whose connection the
+        # cut refused are still there
+        assert await db.fetchval(COUNT_TICKETS) == tickets - opens
+        # nothing else came, nor a second copy
+        await asyncio.sleep(0.3)
+        assert len(await events(page)) == 6
+    finally:
+        await page.evaluate("window.reconnect = false")
+        await page.close()
+        await proxy.close()
+
+
+async def test_a_page_from_an_origin_not_allowed_cannot_open_an_event_source(
+    make_client: MakeClient,
+    db: asyncpg.Connection,
+    browser: Browser,
+    backends: tuple[Backend, Backend],
+) -> None:
+    dashboard, stranger = backends
+    client = await make_client(
+        {
+            "auth": {"tokens": TOKENS},
+            "host": {"enabled": False},
+            "web": {"allowed_origins": [dashboard.origin]},
+        }
+    )
+    stranger.service = str(client.make_url("")).rstrip("/")
+    stranger.stream = f"http://127.0.0.1:{client.port}/api/v1/events"
+    stranger.html = EVENT_SOURCE_PAGE
+    page = await browser.new_page()
+    # what Chromium itself reports of the request (a page's script only sees an error event)
+    urls: dict[str, str] = {}
+    origins: dict[str, str] = {}
+    statuses: dict[str, int] = {}
+    cors: dict[str, str] = {}
+    cdp = await page.context.new_cdp_session(page)
+    cdp.on(
+        "Network.requestWillBeSent",
+        lambda event: urls.__setitem__(event["requestId"], event["request"]["url"]),
+    )
+    cdp.on(
+        "Network.requestWillBeSentExtraInfo",
+        lambda event: origins.__setitem__(
+            event["requestId"], event["headers"].get("Origin", event["headers"].get("origin"))
+        ),
+    )
+    cdp.on(
+        "Network.responseReceivedExtraInfo",
+        lambda event: statuses.__setitem__(event["requestId"], event["statusCode"]),
+    )
+    cdp.on(
+        "Network.loadingFailed",
+        lambda event: cors.__setitem__(
+            event["requestId"], event.get("corsErrorStatus", {}).get("corsError", "")
+        ),
+    )
+    await cdp.send("Network.enable")
+    try:
+        await page.goto(stranger.origin + "/")
+        await page.evaluate("window.reconnect = false; connect()")
+
+        async def failed() -> bool:
+            return bool(await page.evaluate("window.errors.length"))
+
+        await eventually(failed, timeout=10)
+        [sent] = [r for r, url in urls.items() if url.startswith(stranger.stream + "?")]
+
+        async def answered() -> bool:
+            return sent in statuses and sent in cors
+
+        await eventually(answered, timeout=5)
+        # refused before its ticket was used, and without CORS headers: the page cannot even
+        # read the refusal, and the EventSource gives up (CLOSED: no reconnect)
+        assert origins[sent] == stranger.origin
+        assert statuses[sent] == 403
+        assert cors[sent] == "MissingAllowOriginHeader"
+        assert await page.evaluate("[window.opens, window.errors, window.events]") == [0, [2], []]
+        assert await db.fetchval(COUNT_TICKETS) == 1
+        assert not client.app[HUB].subscribers
     finally:
         await page.close()

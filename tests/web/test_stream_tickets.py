@@ -307,3 +307,34 @@ async def test_the_openapi_document_describes_tickets(make_client: MakeClient) -
     stream = doc["paths"]["/api/v1/stream"]["get"]
     assert [p["name"] for p in stream["parameters"]] == ["ticket"]
     assert "ticket" in stream["responses"]["401"]["description"]
+
+
+async def test_cors_for_server_sent_events(make_client: MakeClient, db: asyncpg.Connection) -> None:
+    # an EventSource's answer starts before its handler returns: the CORS headers go with it
+    page = "http://dashboard.example:3000"
+    client = await make_client(config(allowed_origins=[page]))
+    events = "/api/v1/events?channels=health_metrics&ticket="
+    ticket = (await issue(client))["ticket"]
+    resp = await client.get(events + ticket, headers={"Origin": page})
+    assert resp.status == 200
+    assert resp.content_type == "text/event-stream"
+    assert resp.headers["Access-Control-Allow-Origin"] == page
+    assert resp.headers["Vary"] == "Origin"
+    resp.close()
+    # the page can read why it failed: a spent ticket, a malformed cursor
+    resp = await client.get(events + ticket, headers={"Origin": page})
+    assert resp.status == 401
+    assert (await error_of(resp))["code"] == "unauthorized"
+    assert resp.headers["Access-Control-Allow-Origin"] == page
+    again = (await issue(client))["ticket"]
+    resp = await client.get(events + again + "&after=12", headers={"Origin": page})
+    assert resp.status == 400
+    assert (await error_of(resp))["details"][0]["path"] == "after"
+    assert resp.headers["Access-Control-Allow-Origin"] == page
+    # another origin: 403 without CORS, before the ticket is looked at
+    third = (await issue(client))["ticket"]
+    resp = await client.get(events + third, headers={"Origin": "http://evil.example"})
+    assert resp.status == 403
+    assert (await error_of(resp))["code"] == "forbidden"
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    assert await db.fetchval(COUNT) == 1
