@@ -36,6 +36,8 @@ READ_FUNCTIONS = {
     "performance_ceil",
     "performance_rollups",
     "performance_summary",
+    # an alert's change as a client sees it (migration 7)
+    "change_data",
 }
 TABLES_AND_PARTITIONS = """
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, c.relispartition,

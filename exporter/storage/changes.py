@@ -26,7 +26,8 @@ PAGE = 500
 
 _RELEASED = "xid < pg_snapshot_xmin(pg_current_snapshot())"
 AFTER = f"""
-SELECT xid::text AS xid, id, channel, op, data::text AS data FROM __SCHEMA__.change_log
+SELECT xid::text AS xid, id, channel, op, __SCHEMA__.change_data(channel, data)::text AS data
+FROM __SCHEMA__.change_log
 WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND {_RELEASED}
   AND ($3::text[] IS NULL OR channel = ANY($3::text[]))
 ORDER BY xid, id LIMIT $4
@@ -38,7 +39,7 @@ ORDER BY xid DESC, id DESC LIMIT 1
 STATE = """
 SELECT pruned_xid::text AS pruned_xid, pruned_id,
        pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
-       (SELECT max(id) FROM __SCHEMA__.change_log) AS max_id
+       (SELECT last_value FROM __SCHEMA__.change_log_id_seq) AS max_id
 FROM __SCHEMA__.change_feed_state
 """
 PRUNE = "SELECT __SCHEMA__.prune_change_log($1)"
