@@ -41,9 +41,17 @@ class Statements:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, _record: Any) -> None:
-        if COUNTING.get():
+    def __call__(self, record: Any) -> None:
+        if COUNTING.get() and not _introspection(record.query):
             self.count += 1
+
+
+def _introspection(query: str) -> bool:
+    """asyncpg's own type lookup (with JIT off around it), run once per connection the first
+    time it meets a type: the driver's, not the pass's, and not per alert."""
+    return (
+        "typeinfo_tree" in query or "set_config('jit'" in query or "current_setting('jit')" in query
+    )
 
 
 def _alerts(start: datetime) -> list[dict[str, Any]]:
