@@ -205,6 +205,17 @@ def seen(got: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     return out
 
 
+async def _service(make_client: MakeClient, dashboard: Backend) -> TestClient[Any, Any]:
+    """The service under test, allowing the dashboard's origin only."""
+    return await make_client(
+        {
+            "auth": {"tokens": TOKENS},
+            "host": {"enabled": False},
+            "web": {"allowed_origins": [dashboard.origin]},
+        }
+    )
+
+
 async def test_a_page_from_another_origin_follows_the_stream_and_resumes_after_a_cut(
     make_client: MakeClient,
     db: asyncpg.Connection,
@@ -212,13 +223,7 @@ async def test_a_page_from_another_origin_follows_the_stream_and_resumes_after_a
     backends: tuple[Backend, Backend],
 ) -> None:
     dashboard, _ = backends
-    client = await make_client(
-        {
-            "auth": {"tokens": TOKENS},
-            "host": {"enabled": False},
-            "web": {"allowed_origins": [dashboard.origin]},
-        }
-    )
+    client = await _service(make_client, dashboard)
     # the page reaches the service through a proxy the test can cut, as a network would
     assert client.port is not None
     proxy = TcpProxy(("127.0.0.1", client.port))
@@ -292,13 +297,7 @@ async def test_a_page_from_an_origin_not_allowed_is_refused(
     backends: tuple[Backend, Backend],
 ) -> None:
     dashboard, stranger = backends
-    client = await make_client(
-        {
-            "auth": {"tokens": TOKENS},
-            "host": {"enabled": False},
-            "web": {"allowed_origins": [dashboard.origin]},
-        }
-    )
+    client = await _service(make_client, dashboard)
     stranger.service = str(client.make_url("")).rstrip("/")
     stranger.stream = f"ws://127.0.0.1:{client.port}/api/v1/stream"
     page = await browser.new_page()
@@ -377,13 +376,7 @@ async def test_a_page_from_another_origin_follows_server_sent_events_and_resumes
     backends: tuple[Backend, Backend],
 ) -> None:
     dashboard, _ = backends
-    client = await make_client(
-        {
-            "auth": {"tokens": TOKENS},
-            "host": {"enabled": False},
-            "web": {"allowed_origins": [dashboard.origin]},
-        }
-    )
+    client = await _service(make_client, dashboard)
     assert client.port is not None
     proxy = TcpProxy(("127.0.0.1", client.port))
     await proxy.start()
@@ -456,13 +449,7 @@ async def test_a_page_from_an_origin_not_allowed_cannot_open_an_event_source(
     backends: tuple[Backend, Backend],
 ) -> None:
     dashboard, stranger = backends
-    client = await make_client(
-        {
-            "auth": {"tokens": TOKENS},
-            "host": {"enabled": False},
-            "web": {"allowed_origins": [dashboard.origin]},
-        }
-    )
+    client = await _service(make_client, dashboard)
     stranger.service = str(client.make_url("")).rstrip("/")
     stranger.stream = f"http://127.0.0.1:{client.port}/api/v1/events"
     stranger.html = EVENT_SOURCE_PAGE
