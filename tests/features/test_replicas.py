@@ -15,11 +15,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-import yaml
 
 from tests.conftest import eventually
 from tests.support.metrics import Samples, samples_by_name
-from tests.support.process import ServiceProcess
+from tests.support.process import ServiceProcess, replica_processes
 
 PROBE_INTERVAL = 2.0
 # families every replica derives from PostgreSQL (host, process and self metrics excluded)
@@ -124,23 +123,10 @@ async def replicas(tmp_path: Path, database_url: str, target: int) -> AsyncItera
             ],
         },
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    processes = [
-        ServiceProcess(
-            ["--config", str(path), "--database-url", database_url],
-            tmp_path / f"replica-{i}.log",
-            env={"MONITORING_REPLICA": f"r{i}"},
-        )
-        for i in range(3)
-    ]
-    try:
+    with replica_processes(tmp_path, config, database_url) as processes:
         await asyncio.gather(*(p.wait_ready() for p in processes))
         async with aiohttp.ClientSession() as session:
             yield Replicas(processes, session)
-    finally:
-        for p in processes:
-            p.close()
 
 
 async def identical(replicas: Replicas, what: Callable[[ServiceProcess], Awaitable[Any]]) -> bool:

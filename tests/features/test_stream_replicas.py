@@ -21,10 +21,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-import yaml
 
 from tests.conftest import eventually
-from tests.support.process import ServiceProcess
+from tests.support.process import ServiceProcess, replica_processes
 
 #: how long the writers write (the issue asks for 60 s)
 DURATION = 60.0
@@ -51,21 +50,8 @@ def replicas(tmp_path: Path, writer_url: str) -> Iterator[list[ServiceProcess]]:
         # off with 1006 before its queue fills)
         "web": {"stream_queue_size": QUEUE_SIZE, "stream_heartbeat": "5m"},
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    processes = [
-        ServiceProcess(
-            ["--config", str(path), "--database-url", writer_url],
-            tmp_path / f"replica-{i}.log",
-            env={"MONITORING_REPLICA": f"r{i}"},
-        )
-        for i in range(3)
-    ]
-    try:
+    with replica_processes(tmp_path, config, writer_url) as processes:
         yield processes
-    finally:
-        for p in processes:
-            p.close()
 
 
 class Received:

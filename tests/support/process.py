@@ -9,9 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import yaml
 
 
 def free_port() -> int:
@@ -90,3 +94,26 @@ class ServiceProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+@contextmanager
+def replica_processes(
+    tmp_path: Path, config: dict[str, Any], database_url: str, n: int = 3
+) -> Iterator[list[ServiceProcess]]:
+    """``n`` replicas of one configuration on one database (``MONITORING_REPLICA`` r0, r1,
+    ...), each logging to its own file; closed on exit whatever state the test is in."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    processes = [
+        ServiceProcess(
+            ["--config", str(path), "--database-url", database_url],
+            tmp_path / f"replica-{i}.log",
+            env={"MONITORING_REPLICA": f"r{i}"},
+        )
+        for i in range(n)
+    ]
+    try:
+        yield processes
+    finally:
+        for p in processes:
+            p.close()
